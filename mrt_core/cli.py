@@ -1,0 +1,74 @@
+"""`mrt run CONFIG.ini [--json OUT.json]`: prepare, calibrate, quantize, check and evaluate one model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from .errors import MRTError
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.2f}"
+
+
+def run(args) -> int:
+    from .session import Session
+    t = time.perf_counter()
+    session, run_cfg = Session.from_ini(args.config)
+    load_seconds = time.perf_counter() - t
+    session.features()
+    t = time.perf_counter()
+    model = session.quantize(run_cfg.quant_config)
+    quantize_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    ev = session.evaluate(model, check=True)
+    seconds = {"load": load_seconds, "prepare": session.seconds["prepare"],
+               "calibrate": session.seconds["calibrate"], "quantize": quantize_seconds,
+               "evaluate": time.perf_counter() - t}
+    print(f"model {run_cfg.model_name}: {ev.num_samples} test samples of '{session.dataset.name}'")
+    print(f"{'node':40s} {'op':16s} {'bits':>4s} {'SQNR dB':>8s} {'cosine':>8s} {'max err':>9s}")
+    for layer in ev.layers:
+        mark = "  (restored: float)" if layer.restored else ""
+        print(f"{layer.name[:40]:40s} {layer.op[:16]:16s} {layer.precision:4d} {_fmt(layer.sqnr_db):>8s} "
+              f"{layer.cosine:8.4f} {layer.max_abs:9.4g}{mark}")
+    print(f"float  top1 {ev.float_top1:6.2f}%  top5 {ev.float_top5:6.2f}%")
+    print(f"quant  top1 {ev.quant_top1:6.2f}%  top5 {ev.quant_top5:6.2f}%   max precision {ev.max_precision} bits"
+          f" (integer check passed)")
+    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
+    if args.json:
+        out = {
+            "model": run_cfg.model_name, "float_top1": ev.float_top1, "float_top5": ev.float_top5,
+            "quant_top1": ev.quant_top1, "quant_top5": ev.quant_top5, "max_precision": ev.max_precision,
+            "num_samples": ev.num_samples, "seconds": seconds,
+            "layers": [{"name": l.name, "op": l.op, "precision": l.precision,
+                        "sqnr_db": None if math.isinf(l.sqnr_db) else l.sqnr_db, "cosine": l.cosine,
+                        "max_abs_error": l.max_abs, "restored": l.restored} for l in ev.layers],
+        }
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="mrt", description="MRT Studio: integer quantization of MXNet models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="prepare, calibrate, quantize and evaluate the model of an INI config")
+    p.add_argument("config")
+    p.add_argument("--json", help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MRTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Quantization: one walk over the prepared float graph that emits an integer-only graph.
+
+Every prepared node gets a `QTensor`: the integer-graph node holding its value, the scale (real ~ q / scale
++ offset), and its precision (signed bits). Consumers requantize their inputs (realize: optional pre-shift,
+multiply by frac, rounding shift) to the precision they want, as MRT's operator expansions do.
+The per-op rules live in `ops.py`; this module holds the shared machinery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import quant_math as qm
+from .calibrate import Features, optimized_range
+from .errors import ConfigError, QuantizeError
+from .graph import Graph, Node
+from .qconfig import NodeConfig, QuantConfig, Settings
+
+
+@dataclass
+class QTensor:
+    name: str                      # node of the integer graph
+    scale: float                   # real ~ q / scale + offset
+    precision: int                 # signed bits of q
+    offset: float = 0.0            # real value of q == 0; nonzero only right after an affine requantization
+    is_float: bool = False         # a restored (float) value
+
+
+@dataclass
+class NodeReport:
+    """What quantization decided for one prepared node."""
+    name: str
+    op: str
+    origin: str
+    precision: int
+    scale: float
+    int_nodes: list = field(default_factory=list)
+    scale_error: float = 0.0       # worst relative error of a frac*2^exp approximation made for this node
+    weight_scale: object = None    # float or per-channel array, for Convolution/FullyConnected
+    restored: bool = False
+
+
+@dataclass
+class QuantizedModel:
+    graph: Graph                                  # the integer graph (params hold integers)
+    precision: dict[str, int]                     # integer-graph node -> signed bits
+    values: dict[str, QTensor]                    # prepared node -> where its value lives
+    input_scales: dict[str, float]
+    reports: dict[str, NodeReport]
+    float_nodes: set[str]                         # integer-graph nodes that compute in float (restored)
+    settings: Settings
+
+    @property
+    def max_precision(self) -> int:
+        return max(p for n, p in self.precision.items() if n not in self.float_nodes)
+
+
+class QuantContext:
+    """State of one quantization walk: the integer graph under construction and the helpers rules use."""
+
+    def __init__(self, graph: Graph, features: dict[str, Features], config: QuantConfig, settings: Settings):
+        self.graph = graph
+        self.features = features
+        self.config = config
+        self.settings = settings
+        self.nodes: list[Node] = []
+        self.names: set[str] = set()
+        self.params: dict[str, np.ndarray] = {}
+        self.precision: dict[str, int] = {}
+        self.float_nodes: set[str] = set()
+        self.values: dict[str, QTensor] = {}
+        self.reports: dict[str, NodeReport] = {}
+        self.current: Node | None = None
+        self.current_nodes: list[str] = []
+        self.scale_error = 0.0
+
+    # ---- configuration lookups (users configure the names of their original model)
+    def node_config(self, prepared_name: str) -> NodeConfig:
+        return self.config.get_node(self.graph.origin.get(prepared_name, prepared_name))
+
+    def tensor_config(self, prepared_name: str) -> NodeConfig:
+        """How a tensor is quantized: the config of the original node whose value it is, else its origin's."""
+        for orig, name in self.graph.value_of.items():
+            if name == prepared_name and orig in self.config:
+                return self.config[orig]
+        return self.node_config(prepared_name)
+
+    def value_range(self, prepared_name: str) -> tuple[float, float]:
+        spec = self.tensor_config(prepared_name).optimizor
+        if spec == {"name": "HistoricalValue"} and self.settings.default_lambda is not None:
+            spec = {"name": "HistoricalValue", "lambda": self.settings.default_lambda}
+        return optimized_range(self.features[prepared_name], spec)
+
+    # ---- emitting integer-graph nodes
+    def unique(self, name: str) -> str:
+        if name not in self.names:
+            return name
+        k = 1
+        while f"{name}~{k}" in self.names:
+            k += 1
+        return f"{name}~{k}"
+
+    def emit(self, name: str, op: str, inputs: list[str], bits: int, is_float: bool = False, **attrs) -> str:
+        """Add an integer-graph node whose output needs `bits` signed bits."""
+        if not is_float and bits > qm.MAX_BIT:
+            where = self.current.describe() if self.current else f"'{name}'"
+            raise QuantizeError(f"{where}: integer node '{name}' ({op}) needs {bits} bits, "
+                                f"more than the {qm.MAX_BIT}-bit bound")
+        name = self.unique(name)
+        self.names.add(name)
+        self.nodes.append(Node(name, op, inputs, attrs))
+        self.precision[name] = bits
+        if is_float:
+            self.float_nodes.add(name)
+        self.current_nodes.append(name)
+        return name
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        """An integer constant; its precision is what its largest magnitude needs."""
+        value = np.atleast_1d(np.asarray(value, dtype=np.float64))  # MXNet has no 0-d arrays
+        if not np.all(np.isfinite(value)) or np.any(value != np.round(value)):
+            raise QuantizeError(f"constant '{name}' is not integer-valued")
+        name = self.unique(name)
+        self.names.add(name)
+        self.params[name] = value.astype(np.float64)
+        self.nodes.append(Node(name, "null"))
+        self.precision[name] = qm.precision_of(np.abs(value).max() if value.size else 0)
+        self.current_nodes.append(name)
+        return name
+
+    # ---- requantization
+    def realize(self, x: QTensor, scale_out, precision_out: int, tag: str = "requant", ndim: int = 4) -> QTensor:
+        """Bring x to scale_out (scalar, or per channel along axis 1 when x.scale is an array) at
+        precision_out with integer ops only: [pre-shift] -> multiply by frac -> rounding shift/clip."""
+        base = f"{x.name}.{tag}"
+        name, prec = x.name, x.precision
+        scale_in = np.asarray(x.scale, dtype=np.float64)
+        excess = prec - precision_out - self.settings.shift_bits
+        if excess > 0:
+            prec -= excess
+            name = self.emit(f"{base}.pre", "cvm_right_shift", [name], prec, shift_bit=excess, precision=prec)
+            scale_in = scale_in / 2.0 ** excess
+        ratio = np.asarray(scale_out, dtype=np.float64) / scale_in
+        budget = qm.MAX_BIT - prec
+        if ratio.ndim == 0:
+            frac, exp = qm.cvm_float(float(ratio), budget)
+            fracs = np.array(frac, dtype=np.float64)
+        else:  # one shift for all channels: the largest ratio sets the exponent
+            exp = math.frexp(float(ratio.max()))[1] - budget  # the largest frac uses the whole budget
+            fracs = np.minimum(qm.round_half_away(ratio / 2.0 ** exp), (1 << budget) - 1)
+        used = scale_in * fracs * 2.0 ** exp
+        err = float(np.max(np.abs(used / np.asarray(scale_out) - 1.0)))
+        self.scale_error = max(self.scale_error, err)
+        if fracs.ndim > 0 or fracs != 1:
+            if fracs.ndim > 0:
+                fracs = fracs.reshape((1, -1) + (1,) * (ndim - 2))
+            fname = self.constant(f"{base}.frac", fracs)
+            prec = prec + qm.bit_length(int(fracs.max()))
+            name = self.emit(f"{base}.mul", "broadcast_mul", [name, fname], prec)
+        if exp < 0:
+            name = self.emit(f"{base}.shift", "cvm_right_shift", [name], precision_out,
+                             shift_bit=-exp, precision=precision_out)
+        elif exp > 0:
+            name = self.emit(f"{base}.shift", "cvm_left_shift", [name], precision_out,
+                             shift_bit=exp, precision=precision_out)
+        else:
+            name = self.emit(f"{base}.clip", "cvm_clip", [name], precision_out, precision=precision_out)
+        out_scale = float(np.asarray(scale_out)) if np.ndim(scale_out) == 0 else scale_out
+        return QTensor(name, out_scale, precision_out)
+
+    def requantize(self, x: QTensor, producer: str, precision: int | None = None, channels: slice | None = None,
+                   force: bool = False) -> QTensor:
+        """The value of prepared node `producer` (held by x) at `precision` bits, quantized the way the
+        producer's config says (symmetric or affine, with its optimizor). `channels` restricts the range
+        to a slice of the channel axis (channel-wise granularity)."""
+        precision = precision or self.settings.output_precision
+        cfg = self.tensor_config(producer)
+        if channels is not None:
+            f = self.features[producer]
+            if f.channel_min is None:
+                raise QuantizeError(f"node '{producer}' has no channel axis to slice")
+            lo = float(min(f.channel_min[channels].min(), 0.0))
+            hi = float(max(f.channel_max[channels].max(), 0.0))
+        else:
+            lo, hi = self.value_range(producer)
+        if x.is_float:
+            return self.quantize_float(x, lo, hi, precision, cfg.quant_type)
+        if cfg.quant_type == "UniformAffine":
+            return self._requantize_affine(x, lo, hi, precision)
+        if x.precision <= precision and not force:
+            return x  # already as narrow as wanted: requantizing could only lose bits
+        return self.realize(x, qm.symmetric_scale(max(abs(lo), abs(hi)), precision), precision)
+
+    def _requantize_affine(self, x: QTensor, lo: float, hi: float, precision: int) -> QTensor:
+        """Xq = realize(Xe - zp, frac, exp) in [0, 2^p - 1]; real = Xq / scale + zp / scale_e (p+1 signed bits)."""
+        scale = qm.affine_scale(lo, hi, precision)
+        zp = int(qm.round_half_away(lo * x.scale))
+        name = x.name
+        prec = x.precision
+        if zp != 0:
+            zname = self.constant(f"{x.name}.zp", np.array(-zp))
+            prec = max(prec, qm.precision_of(abs(zp))) + 1
+            name = self.emit(f"{x.name}.sub_zp", "broadcast_add", [name, zname], prec)
+        shifted = self.realize(QTensor(name, x.scale, prec), scale, precision + 1, tag="affine")
+        top = (1 << precision) - 1
+        out = self.emit(f"{x.name}.affine_clip", "clip", [shifted.name], precision + 1, a_min=0, a_max=top)
+        return QTensor(out, shifted.scale, precision + 1, offset=zp / x.scale)
+
+    def quantize_float(self, x: QTensor, lo: float, hi: float, precision: int, quant_type: str) -> QTensor:
+        """A restored node's float output, quantized for its integer consumers."""
+        if quant_type == "UniformAffine":
+            scale = qm.affine_scale(lo, hi, precision)
+            name = self.emit(f"{x.name}.quantize", "mrt_quantize", [x.name], precision + 1, scale=scale,
+                             zero=lo, precision=precision + 1, a_min=0, a_max=(1 << precision) - 1)
+            return QTensor(name, scale, precision + 1, offset=lo)
+        scale = qm.symmetric_scale(max(abs(lo), abs(hi)), precision)
+        name = self.emit(f"{x.name}.quantize", "mrt_quantize", [x.name], precision, scale=scale, zero=0.0,
+                         precision=precision)
+        return QTensor(name, scale, precision)
+
+    def dequantize(self, x: QTensor) -> str:
+        if x.is_float:
+            return x.name
+        return self.emit(f"{x.name}.dequantize", "mrt_dequantize", [x.name], 32, is_float=True,
+                         scale=x.scale, offset=x.offset)
+
+    def symmetric(self, x: QTensor) -> QTensor:
+        """Fold a nonzero offset into the integers: q + round(offset * scale) at the same scale."""
+        if x.offset == 0:
+            return x
+        c = int(qm.round_half_away(x.offset * x.scale))
+        cname = self.constant(f"{x.name}.offset", np.array(c))
+        prec = max(x.precision, qm.precision_of(abs(c))) + 1
+        return QTensor(self.emit(f"{x.name}.add_offset", "broadcast_add", [x.name, cname], prec), x.scale, prec)
+
+    # ---- weights
+    def quantize_weight(self, name: str, w: np.ndarray, precision: int, quant_type: str,
+                        per_channel_groups: int | None = None):
+        """Integer weight, scale (scalar or per output channel) and integer zero point (0 if symmetric).
+
+        per_channel_groups: None -> one scale; k -> one scale per block of k output channels."""
+        w = np.asarray(w, dtype=np.float64)
+        if per_channel_groups is None:
+            flat = w.reshape(1, -1)
+        else:
+            flat = w.reshape(w.shape[0] // per_channel_groups, -1)
+        if quant_type == "UniformAffine":
+            lo = np.minimum(flat.min(axis=1), 0.0)
+            hi = np.maximum(flat.max(axis=1), 0.0)
+            scale = qm.affine_scale(lo, hi, precision)
+            scale = np.atleast_1d(scale)
+            zp = qm.round_half_away(lo * scale)
+        else:
+            scale = np.atleast_1d(qm.symmetric_scale(np.abs(flat).max(axis=1), precision))
+            zp = np.zeros_like(scale)
+        repeat = 1 if per_channel_groups is None else per_channel_groups
+        full_scale = np.repeat(scale, repeat) if per_channel_groups is not None else scale
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        s = full_scale.reshape(shape) if per_channel_groups is not None else float(scale[0])
+        z = (np.repeat(zp, repeat).reshape(shape) if per_channel_groups is not None else float(zp[0]))
+        top = (1 << precision) - 1 if quant_type == "UniformAffine" else qm.int_range(precision)
+        low = 0 if quant_type == "UniformAffine" else -top
+        q = np.clip(qm.round_half_away(w * s) - z, low, top)
+        wname = self.constant(f"{name}.q", q)
+        out_scale = float(scale[0]) if per_channel_groups is None else full_scale
+        out_zp = float(zp[0]) if per_channel_groups is None else np.repeat(zp, repeat)
+        return wname, out_scale, out_zp
+
+    # ---- reporting
+    def begin(self, node: Node) -> None:
+        self.current, self.current_nodes, self.scale_error, self.extra = node, [], 0.0, {}
+
+    def finish(self, node: Node, out: QTensor, **extra) -> None:
+        self.values[node.name] = out
+        self.reports[node.name] = NodeReport(
+            name=node.name, op=node.op, origin=self.graph.origin.get(node.name, node.name),
+            precision=out.precision, scale=float(np.max(out.scale)), int_nodes=list(self.current_nodes),
+            scale_error=self.scale_error, **self.extra, **extra)
+
+
+def quantize(graph: Graph, features: dict[str, Features], config: QuantConfig | None = None,
+             settings: Settings | None = None, shapes: dict[str, tuple] | None = None) -> QuantizedModel:
+    """Quantize the prepared float `graph` with calibration `features` under `config`."""
+    from .float_exec import infer_shapes
+    from .ops import get_rule
+    config = config or QuantConfig()
+    settings = settings or Settings()
+    validate_config(graph, config)
+    ctx = QuantContext(graph, features, config, settings)
+    ctx.shapes = shapes or infer_shapes(graph)
+    input_scales = {}
+    for node in graph.nodes.values():
+        if node.op != "null":
+            continue
+        if node.name in graph.params:
+            continue
+        ctx.begin(node)
+        lo, hi = ctx.value_range(node.name)
+        scale = qm.symmetric_scale(max(abs(lo), abs(hi)), settings.input_precision)
+        input_scales[node.name] = scale
+        ctx.names.add(node.name)
+        ctx.nodes.append(Node(node.name, "null"))
+        ctx.precision[node.name] = settings.input_precision
+        ctx.finish(node, QTensor(node.name, scale, settings.input_precision))
+    for node in graph.nodes.values():
+        if node.op == "null":
+            continue
+        ctx.begin(node)
+        restored = ctx.node_config(node.name).restore
+        out = restore_rule(ctx, node) if restored else get_rule(node)(ctx, node)
+        ctx.finish(node, out, restored=restored)
+    outputs = []
+    for name in graph.outputs:
+        outputs.append(ctx.values[name].name)
+    int_graph = Graph(ctx.nodes, ctx.params, outputs)
+    int_graph.input_shapes = dict(graph.input_shapes)
+    return QuantizedModel(int_graph, ctx.precision, ctx.values, input_scales, ctx.reports, ctx.float_nodes, settings)
+
+
+def restore_rule(ctx: QuantContext, node: Node) -> QTensor:
+    """Layer-wise restoration: the node runs in float on its dequantized inputs."""
+    inputs = []
+    for name in node.inputs:
+        if name in ctx.graph.params:
+            pname = ctx.unique(f"{name}.float")
+            ctx.names.add(pname)
+            ctx.params[pname] = ctx.graph.params[name]
+            ctx.nodes.append(Node(pname, "null"))
+            ctx.precision[pname] = 32
+            ctx.float_nodes.add(pname)
+            inputs.append(pname)
+        else:
+            inputs.append(ctx.dequantize(ctx.values[name]))
+    out = ctx.emit(node.name, node.op, inputs, 32, is_float=True, **node.attrs)
+    return QTensor(out, 1.0, 32, is_float=True)
+
+
+def validate_config(graph: Graph, config: QuantConfig) -> None:
+    """Every configured name must be a node (or param) of the user's original model."""
+    known = set(graph.origin.values()) | set(graph.value_of)
+    for name in config:
+        if name not in known:
+            close = sorted(n for n in known if name.lower() in n.lower() or n.lower() in name.lower())[:5]
+            hint = f" (similar: {', '.join(close)})" if close else ""
+            raise ConfigError(f"config names node '{name}', which is not in the model{hint}")
+
+
+def fingerprint_array(a: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=12).hexdigest() + str(a.shape)

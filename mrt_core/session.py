@@ -1,0 +1,190 @@
+"""The engine API the CLI and the app call: load -> prepare -> calibrate (once) -> quantize/evaluate (often).
+
+A Session caches everything that does not depend on the quantization config: the prepared graph, the
+calibration features, and the float activations of the evaluation set. Integer activations are cached by
+content fingerprint, so a rerun after one node's toggle recomputes only what changed downstream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ops  # noqa: F401  (registers the op rules)
+from .calibrate import Features, calibrate
+from .config import RunConfig, load_run_config
+from .datasets import Dataset, load_dataset
+from .errors import ModelError
+from .float_exec import infer_shapes, run_float
+from .graph import Graph
+from .int_exec import check_integers, fingerprints, run_int
+from .mxnet_io import load_mxnet
+from .prepare import prepare
+from .qconfig import QuantConfig, Settings
+from .quantize import QuantizedModel, quantize
+
+
+@dataclass
+class LayerError:
+    name: str            # the user's node
+    op: str
+    node: str            # the prepared node holding its value
+    precision: int
+    sqnr_db: float
+    cosine: float
+    max_abs: float
+    restored: bool = False
+
+
+@dataclass
+class Evaluation:
+    float_top1: float
+    float_top5: float
+    quant_top1: float
+    quant_top5: float
+    num_samples: int
+    max_precision: int
+    layers: list[LayerError]
+    seconds: dict = field(default_factory=dict)
+
+
+def topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, logits.shape[1])
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean() * 100.0)
+
+
+def error_stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
+    """SQNR in dB (inf when exact), cosine similarity, max abs error."""
+    ref = ref.astype(np.float64).ravel()
+    got = got.astype(np.float64).ravel()
+    noise = float(np.sum((ref - got) ** 2))
+    signal = float(np.sum(ref ** 2))
+    sqnr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else -float("inf"))
+    denom = np.sqrt(signal * float(np.sum(got ** 2)))
+    cosine = float(np.dot(ref, got) / denom) if denom > 0 else (1.0 if noise == 0 else 0.0)
+    return sqnr, cosine, float(np.abs(ref - got).max()) if ref.size else 0.0
+
+
+class Session:
+    def __init__(self, graph: Graph, dataset: Dataset, calib_batch: int = 16, calib_num: int | None = 1,
+                 eval_batch: int = 500, eval_num: int | None = None, settings: Settings | None = None):
+        if len(graph.input_names) != 1:
+            raise ModelError(f"the model must have exactly one data input, it has {graph.input_names}")
+        self.original = graph
+        self.input_name = graph.input_names[0]
+        want = tuple(graph.input_shapes.get(self.input_name, (-1,) + dataset.x_test.shape[1:]))[1:]
+        if tuple(dataset.x_test.shape[1:]) != want:
+            raise ModelError(f"dataset '{dataset.name}' has samples of shape {dataset.x_test.shape[1:]}, "
+                             f"the model's input '{self.input_name}' wants {want}")
+        self.dataset = dataset
+        self.calib_batch, self.calib_num = calib_batch, calib_num
+        self.eval_batch, self.eval_num = eval_batch, eval_num
+        self.settings = settings or Settings()
+        self.seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        self.prepared = prepare(graph)
+        self.shapes = infer_shapes(self.prepared)
+        self.seconds["prepare"] = time.perf_counter() - t
+        self._features: dict[str, Features] | None = None
+        self._float_cache: dict[int, dict[str, np.ndarray]] = {}
+        self._int_cache: dict = {}
+
+    @classmethod
+    def from_config(cls, run: RunConfig) -> "Session":
+        graph = load_mxnet(run.model_dir, run.model_name)
+        if len(graph.input_names) == 1:
+            graph.input_shapes = {graph.input_names[0]: run.input_shape}
+        dataset = load_dataset(run.dataset, run.dataset_dir)
+        return cls(graph, dataset, run.calib_batch, run.calib_num, run.eval_batch, run.eval_num, run.settings)
+
+    @classmethod
+    def from_ini(cls, path: str) -> tuple["Session", RunConfig]:
+        run = load_run_config(path)
+        return cls.from_config(run), run
+
+    # ---- the slow, config-independent steps, done once
+    def features(self, progress=None) -> dict[str, Features]:
+        if self._features is None:
+            t = time.perf_counter()
+            self._features = calibrate(self.prepared, self.dataset.x_calib, self.calib_batch, self.calib_num,
+                                       progress)
+            self.seconds["calibrate"] = time.perf_counter() - t
+        return self._features
+
+    def eval_batches(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        x, y = self.dataset.x_test, self.dataset.y_test
+        starts = list(range(0, len(x), self.eval_batch))
+        if self.eval_num:
+            starts = starts[:self.eval_num]
+        return [(k, x[s:s + self.eval_batch], y[s:s + self.eval_batch]) for k, s in enumerate(starts)]
+
+    def float_values(self, k: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Float activations (of the nodes users see) for evaluation batch k, computed once."""
+        if k not in self._float_cache:
+            keep = set(self.prepared.value_of.values()) | set(self.prepared.outputs)
+            vals = run_float(self.prepared, {self.input_name: x}, keep=keep)
+            self._float_cache[k] = {n: v.asnumpy() for n, v in vals.items()}
+        return self._float_cache[k]
+
+    # ---- the fast, config-dependent steps
+    def quantize(self, config: QuantConfig | None = None, settings: Settings | None = None) -> QuantizedModel:
+        return quantize(self.prepared, self.features(), config or QuantConfig(), settings or self.settings,
+                        self.shapes)
+
+    def evaluate(self, model: QuantizedModel, check: bool = False, progress=None) -> Evaluation:
+        t0 = time.perf_counter()
+        prep = self.prepared
+        layer_nodes = {orig: p for orig, p in prep.value_of.items() if prep.nodes[p].op != "null"}
+        keep = {model.values[p].name for p in layer_nodes.values()} | set(model.graph.outputs)
+        fps = fingerprints(model)
+        new_cache: dict = {}
+        sums: dict[str, list[float]] = {}
+        float_logits, quant_logits, labels = [], [], []
+        batches = self.eval_batches()
+        for i, (k, x, y) in enumerate(batches):
+            fvals = self.float_values(k, x)
+            ivals = run_int(model, {self.input_name: x}, keep="all" if check else keep, cache=self._int_cache,
+                            cache_tag=k, fingerprints_=fps)
+            if check:
+                check_integers(model, ivals)
+            for n in keep:
+                new_cache[(k, fps[n])] = ivals[n]
+            for orig, p in layer_nodes.items():
+                ref, got = fvals[p], self.dequantized(model, p, ivals)
+                r, g = ref.astype(np.float64), got.astype(np.float64)
+                acc = sums.setdefault(orig, [0.0, 0.0, 0.0, 0.0, 0.0])
+                acc[0] += float(np.sum(r * r))
+                acc[1] += float(np.sum((r - g) ** 2))
+                acc[2] += float(np.sum(r * g))
+                acc[3] += float(np.sum(g * g))
+                acc[4] = max(acc[4], float(np.abs(r - g).max()) if r.size else 0.0)
+            out = prep.outputs[0]
+            float_logits.append(fvals[out])
+            quant_logits.append(self.dequantized(model, out, ivals))
+            labels.append(y)
+            if progress:
+                progress((i + 1) / len(batches))
+        self._int_cache = new_cache  # keep only this run's values: the next toggle reuses them
+        fl, ql, lab = np.concatenate(float_logits), np.concatenate(quant_logits), np.concatenate(labels)
+        layers = []
+        for orig, p in layer_nodes.items():
+            signal, noise, dot, gsq, worst = sums[orig]
+            sqnr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else -float("inf"))
+            denom = np.sqrt(signal * gsq)
+            cosine = float(dot / denom) if denom > 0 else (1.0 if noise == 0 else 0.0)
+            rep = model.reports[p]
+            layers.append(LayerError(orig, self.original.nodes[orig].op, p, rep.precision, sqnr, cosine, worst,
+                                     rep.restored))
+        return Evaluation(topk(fl, lab, 1), topk(fl, lab, 5), topk(ql, lab, 1), topk(ql, lab, 5), len(lab),
+                          model.max_precision, layers, {"evaluate": time.perf_counter() - t0})
+
+    @staticmethod
+    def dequantized(model: QuantizedModel, prepared_node: str, ivals: dict) -> np.ndarray:
+        qt = model.values[prepared_node]
+        v = ivals[qt.name]
+        if qt.is_float:
+            return v
+        return v / qt.scale + qt.offset
