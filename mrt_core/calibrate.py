@@ -63,12 +63,15 @@ class Features:
                 self.channel_min = np.minimum(self.channel_min, cmin)
                 self.channel_max = np.maximum(self.channel_max, cmax)
             self.channel_absmax = np.maximum(np.abs(self.channel_min), np.abs(self.channel_max))
+        # a uniform random sample over all batches seen (drawing indices is cheap; a permutation is not)
         flat = x.reshape(-1)
-        take = rng.choice(flat.size, size=min(flat.size, SAMPLE_SIZE), replace=False)
-        merged = np.concatenate([self.sample, flat[take]])
-        if merged.size > SAMPLE_SIZE:
-            merged = merged[rng.choice(merged.size, SAMPLE_SIZE, replace=False)]
-        self.sample = merged.astype(np.float32)
+        take = flat[rng.randint(0, flat.size, size=min(flat.size, SAMPLE_SIZE))]
+        batches = len(self.batch_absmax)
+        if self.sample.size == 0:
+            self.sample = take.astype(np.float32)
+        else:  # keep old values with weight (batches-1)/batches so every batch counts the same
+            keep = rng.rand(self.sample.size) < (batches - 1) / batches
+            self.sample = np.where(keep, self.sample, take[:self.sample.size]).astype(np.float32)
 
 
 def batches(x: np.ndarray, batch: int, count: int | None):

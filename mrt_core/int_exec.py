@@ -25,14 +25,22 @@ def _bound(node: Node) -> int:
 
 
 def _right_shift(node: Node, x):
+    """Rounding right shift on int32: ((x >> (s-1)) + 1) >> 1 is floor((floor(x / 2^(s-1)) + 1) / 2).
+    One new array, then in place: allocating is what costs most on large tensors."""
     s = int(node.attr("shift_bit"))
-    if s > 0:  # floor((floor(x / 2^(s-1)) + 1) / 2) == floor((x + 2^(s-1)) / 2^s) for integers x
-        x = np.floor((x + x.dtype.type(2.0 ** (s - 1))) * x.dtype.type(2.0 ** -s))
-    return np.clip(x, -_bound(node), _bound(node))
+    if s > 0:
+        y = np.right_shift(x, s - 1)
+        y += 1
+        np.right_shift(y, 1, out=y)
+    else:
+        y = x.copy()
+    return np.clip(y, -_bound(node), _bound(node), out=y)
 
 
 def _left_shift(node, x):
-    return np.clip(x * x.dtype.type(2.0 ** int(node.attr("shift_bit"))), -_bound(node), _bound(node))
+    # int64: the shifted value may pass 2^31 before the clip brings it back to the precision
+    y = np.left_shift(x.astype(np.int64), int(node.attr("shift_bit")))
+    return np.clip(y, -_bound(node), _bound(node), out=y).astype(np.int32)
 
 
 def _clip_to_precision(node, x):
@@ -43,8 +51,10 @@ def _quantize(node, x):
     """A restored node's float output -> integers (round half away from zero, then clip)."""
     y = qm.round_half_away((x.astype(np.float64) - float(node.attr("zero"))) * float(node.attr("scale")))
     if "a_min" in node.attrs:
-        return np.clip(y, float(node.attr("a_min")), float(node.attr("a_max")))
-    return np.clip(y, -_bound(node), _bound(node))
+        y = np.clip(y, float(node.attr("a_min")), float(node.attr("a_max")))
+    else:
+        y = np.clip(y, -_bound(node), _bound(node))
+    return y.astype(np.int32)
 
 
 def _dequantize(node, x):
@@ -67,6 +77,13 @@ def _slice_axis(node, x):
     return x[tuple(index)]
 
 
+def _clip(node, x):
+    lo, hi = node.attr("a_min"), node.attr("a_max")
+    if x.dtype == np.int32:
+        lo, hi = int(lo), int(hi)
+    return np.clip(x, lo, hi)
+
+
 UNARY = {
     "cvm_right_shift": _right_shift,
     "cvm_left_shift": _left_shift,
@@ -78,7 +95,7 @@ UNARY = {
     "Flatten": lambda node, x: x.reshape(x.shape[0], -1),
     "flatten": lambda node, x: x.reshape(x.shape[0], -1),
     "slice_axis": _slice_axis,
-    "clip": lambda node, x: np.clip(x, node.attr("a_min"), node.attr("a_max")),
+    "clip": _clip,
 }
 NARY = {
     "broadcast_add": np.add, "elemwise_add": np.add, "broadcast_sub": np.subtract,
@@ -87,13 +104,14 @@ NARY = {
 
 
 def _numpy_kernel(node: Node, args: list):
-    """numpy runs elementwise integer ops several times faster than mx.nd; None when it has no kernel."""
+    """numpy runs elementwise integer ops several times faster than mx.nd; None when it has no kernel.
+    int32 is exact: every integer node's precision is at most 32 bits, products and sums included."""
     if node.op in UNARY:
         return UNARY[node.op](node, args[0])
     if node.op in NARY:
         return NARY[node.op](args[0], args[1])
     if node.op == "add_n":
-        out = args[0] + args[1]
+        out = np.add(args[0], args[1])
         for a in args[2:]:
             out += a
         return out
@@ -102,16 +120,28 @@ def _numpy_kernel(node: Node, args: list):
     return None
 
 
-def _dtype(node: Node, model, precision_of_inputs: list[int]) -> str:
+def _mx_dtype(node: Node, model, input_precisions: list[int]) -> str:
+    """float32 when every value and partial sum stays below 2^24, else float64 (both then exact)."""
     if node.name in model.float_nodes:
         return "float32"
     prec = model.precision[node.name]
-    if node.op in ("Convolution", "FullyConnected"):
+    if max(input_precisions, default=0) > FLOAT32_EXACT_BITS:
+        return "float64"
+    if node.op in ("Convolution", "FullyConnected"):  # partial sums stay below 2^(p-2)
         return "float32" if prec - 2 <= FLOAT32_EXACT_BITS else "float64"
-    worst = max([prec] + precision_of_inputs)
-    if node.op in ("broadcast_mul", "elemwise_mul", "cvm_right_shift", "cvm_left_shift"):
-        worst = max(worst, sum(precision_of_inputs))
-    return "float32" if worst <= FLOAT32_EXACT_BITS else "float64"
+    return "float32" if prec <= FLOAT32_EXACT_BITS else "float64"
+
+
+def _mx_kernel(node: Node, model, args: list, strict: bool):
+    import mxnet as mx
+    dt = _mx_dtype(node, model, [model.precision.get(i, 32) for i in node.inputs])
+    out = mx_call(node, [mx.nd.array(a, dtype=dt) for a in args]).asnumpy()
+    if node.name in model.float_nodes:
+        return out
+    ints = out.astype(np.int32)
+    if strict and not np.array_equal(ints, out):
+        raise CheckError(f"integer node '{node.name}' ({node.op}) computed non-integer or out-of-int32 values")
+    return ints
 
 
 def quantize_inputs(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -122,7 +152,7 @@ def quantize_inputs(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray
         x = np.asarray(feeds[name], dtype=np.float64)
         if not np.isfinite(x).all():
             raise ModelError(f"input '{name}' contains NaN or inf")
-        out[name] = qm.quantize_symmetric(x, scale, model.settings.input_precision)
+        out[name] = qm.quantize_symmetric(x, scale, model.settings.input_precision).astype(np.int32)
     return out
 
 
@@ -149,13 +179,13 @@ def fingerprints(model) -> dict[str, str]:
 
 
 def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None = None,
-            cache_tag: object = None, fingerprints_: dict | None = None) -> dict[str, np.ndarray]:
+            cache_tag: object = None, fingerprints_: dict | None = None, strict: bool = False) -> dict[str, np.ndarray]:
     """Run the integer graph on float `feeds` (quantized here with the model's input scales).
 
-    Values are numpy arrays (float32 where exact, else float64). keep: "outputs", "all" or node names.
+    Integer values are int32 numpy arrays, restored (float) ones float32. keep: "outputs", "all" or names.
+    strict: verify that every value MXNet computes is an exact integer (the checker uses it).
     cache: (cache_tag, fingerprint) -> value from earlier runs on the same data; a node found there is
     not recomputed, and neither is anything only it needed."""
-    import mxnet as mx
     graph = model.graph
     qfeeds = quantize_inputs(model, feeds)
     keep_set = set(graph.nodes) if keep == "all" else set(graph.outputs) | (set() if keep == "outputs" else set(keep))
@@ -176,13 +206,13 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
             value = cache[k]
         elif node.op == "null":
             src = graph.params[node.name] if node.name in graph.params else qfeeds[node.name]
-            value = np.asarray(src, dtype=np.float32 if node.name in model.float_nodes else np.float64)
+            value = np.asarray(src, dtype=np.float32 if node.name in model.float_nodes else np.int32)
         else:
-            dt = np.dtype(_dtype(node, model, [model.precision.get(i, 32) for i in node.inputs]))
-            args = [values[i] if values[i].dtype == dt else values[i].astype(dt) for i in node.inputs]
-            value = _numpy_kernel(node, args)
+            args = [values[i] for i in node.inputs]
+            in_float = node.name in model.float_nodes and not node.op.startswith("mrt_")
+            value = None if in_float else _numpy_kernel(node, args)
             if value is None:
-                value = mx_call(node, [mx.nd.array(a, dtype=dt) for a in args]).asnumpy()
+                value = _mx_kernel(node, model, args, strict)
             for i in node.inputs:  # free what no later node needs
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in keep_set:

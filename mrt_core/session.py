@@ -147,7 +147,7 @@ class Session:
         for i, (k, x, y) in enumerate(batches):
             fvals = self.float_values(k, x)
             ivals = run_int(model, {self.input_name: x}, keep="all" if check else keep, cache=self._int_cache,
-                            cache_tag=k, fingerprints_=fps)
+                            cache_tag=k, fingerprints_=fps, strict=check)
             if check:
                 check_integers(model, ivals)
             for n in keep:
