@@ -179,21 +179,24 @@ def fingerprints(model) -> dict[str, str]:
 
 
 def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None = None,
-            cache_tag: object = None, fingerprints_: dict | None = None, strict: bool = False) -> dict[str, np.ndarray]:
+            cache_tag: object = None, fingerprints_: dict | None = None, strict: bool = False,
+            overrides: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Run the integer graph on float `feeds` (quantized here with the model's input scales).
 
     Integer values are int32 numpy arrays, restored (float) ones float32. keep: "outputs", "all" or names.
     strict: verify that every value MXNet computes is an exact integer (the checker uses it).
+    overrides: node -> value to use instead of computing it (local error feeds float-model inputs this way).
     cache: (cache_tag, fingerprint) -> value from earlier runs on the same data; a node found there is
     not recomputed, and neither is anything only it needed."""
     graph = model.graph
-    qfeeds = quantize_inputs(model, feeds)
-    keep_set = set(graph.nodes) if keep == "all" else set(graph.outputs) | (set() if keep == "outputs" else set(keep))
+    overrides = overrides or {}
+    qfeeds = quantize_inputs(model, feeds) if feeds else {}
+    keep_set = set(graph.nodes) if keep == "all" else set(graph.outputs) if keep == "outputs" else set(keep)
     fps = (fingerprints_ or fingerprints(model)) if cache is not None else {}
     key = (lambda n: (cache_tag, fps[n])) if cache is not None else (lambda n: None)
     needed = set(keep_set)
     for node in reversed(graph.nodes.values()):  # demand: what the kept nodes need and the cache lacks
-        if node.name in needed and (cache is None or key(node.name) not in cache):
+        if node.name in needed and node.name not in overrides and (cache is None or key(node.name) not in cache):
             needed.update(node.inputs)
     users = graph.consumers()
     remaining = {n: sum(1 for u in users[n] if u in needed) for n in graph.nodes}
@@ -202,7 +205,9 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
         if node.name not in needed:
             continue
         k = key(node.name)
-        if k is not None and k in cache:
+        if node.name in overrides:
+            value = overrides[node.name]
+        elif k is not None and k in cache:
             value = cache[k]
         elif node.op == "null":
             src = graph.params[node.name] if node.name in graph.params else qfeeds[node.name]

@@ -51,12 +51,29 @@ def _symmetric_input(ctx: QuantContext, name: str, precision: int | None = None)
 
 # ---- scale-preserving ops: same integers' meaning before and after
 
+def _same_scale(ctx, node, op, attrs):
+    """Emit a scale-preserving op; with channel-wise granularity as MRT does it: slice the channels by
+    `step`, apply the op to each slice and merge them back with Concat (same scale, same integers)."""
+    x = _input(ctx, node.inputs[0])
+    cfg = ctx.node_config(node.name)
+    if cfg.granularity != "channel-wise":
+        return QTensor(ctx.emit(node.name, op, [x.name], x.precision, **attrs), x.scale, x.precision)
+    channels = ctx.shapes[node.inputs[0]][1]
+    parts = []
+    for start in range(0, channels, cfg.step):
+        stop = min(start + cfg.step, channels)
+        piece = ctx.emit(f"{node.name}.slice.c{start}", "slice_axis", [x.name], x.precision, axis=1,
+                         begin=start, end=stop)
+        parts.append(ctx.emit(f"{node.name}.c{start}", op, [piece], x.precision, **attrs))
+    merged = ctx.emit(node.name, "Concat", parts, x.precision, dim=1, num_args=len(parts))
+    return QTensor(merged, x.scale, x.precision)
+
+
 @rule(*PASS_THROUGH)
 def pass_through(ctx, node):
     if node.op in ("pad", "Pad") and node.attr("mode", "constant") == "constant" and node.attr("constant_value", 0) != 0:
         raise QuantizeError(f"{node.describe()}: only a zero constant pad keeps the scale")
-    x = _input(ctx, node.inputs[0])
-    return QTensor(ctx.emit(node.name, node.op, [x.name], x.precision, **node.attrs), x.scale, x.precision)
+    return _same_scale(ctx, node, node.op, node.attrs)
 
 
 @rule("Activation")
@@ -64,8 +81,7 @@ def activation(ctx, node):
     if node.attr("act_type") != "relu":
         raise QuantizeError(f"{node.describe()}: Activation(act_type={node.attr('act_type')}) has no integer "
                             f"rule; only relu does (restore the node to keep it in float)")
-    x = _input(ctx, node.inputs[0])
-    return QTensor(ctx.emit(node.name, "relu", [x.name], x.precision), x.scale, x.precision)
+    return _same_scale(ctx, node, "relu", {})
 
 
 @rule("clip")
@@ -82,8 +98,7 @@ def clip(ctx, node):
 def pooling(ctx, node):
     kind = node.attr("pool_type", "max")
     if kind == "max":
-        x = _input(ctx, node.inputs[0])
-        return QTensor(ctx.emit(node.name, "Pooling", [x.name], x.precision, **node.attrs), x.scale, x.precision)
+        return _same_scale(ctx, node, "Pooling", node.attrs)
     if kind == "sum":
         x = _symmetric_input(ctx, node.inputs[0])
         if node.attr("global_pool", False):
@@ -108,7 +123,7 @@ def _to_scale(ctx: QuantContext, name: str, scale: float, precision: int) -> QTe
         x = ctx.symmetric(ctx.requantize(x, name))
     if x.scale == scale and x.precision <= precision:
         return x
-    return ctx.realize(x, scale, precision, ndim=len(ctx.shapes[name]))
+    return ctx.realize(x, scale, precision, ndim=len(ctx.shapes[name]), absmax=ctx.calibrated_absmax(name))
 
 
 @rule(*ADD_OPS, "Concat", "concat")
@@ -242,7 +257,9 @@ def linear(ctx, node):
     block = w.shape[0] // groups if cfg.granularity == "group-wise" else 1
     y = _linear_product(ctx, node, x, w, attrs, w_name, block)
     ctx.extra["weight_scale"] = np.asarray(y.scale) / x.scale
-    return ctx.realize(y, _merge_scale(ctx, node), ctx.settings.merge_precision, tag="merge", ndim=ndim)
+    absmax = ctx.features[node.name].channel_absmax
+    return ctx.realize(y, _merge_scale(ctx, node), ctx.settings.merge_precision, tag="merge", ndim=ndim,
+                       absmax=absmax if absmax is not None else ctx.calibrated_absmax(node.name))
 
 
 def _channel_split(ctx, node, w, attrs, groups, step):
@@ -290,10 +307,15 @@ def _channel_split(ctx, node, w, attrs, groups, step):
 
 # ---- IOPs (DESIGN.md, Cost): op weight x output size
 
+DATA_MOVEMENT = ("Flatten", "flatten", "Reshape", "reshape", "transpose", "expand_dims", "squeeze", "slice",
+                 "slice_axis", "pad", "Pad", "identity", "_copy", "Concat", "concat", "mrt_dequantize")
+
+
 def iops(node: Node, out_shape: tuple, in_shapes: list[tuple], params: dict) -> int:
+    """Integer ops of one node for one sample: op weight x output size (DESIGN.md, Cost)."""
     size = int(np.prod(out_shape[1:])) if out_shape else 1
     op = node.op
-    if op == "null" or op in PASS_THROUGH or op in ("mrt_dequantize",):
+    if op == "null" or op in DATA_MOVEMENT:
         return 0
     if op in ("Convolution", "FullyConnected"):
         return 3 * int(np.prod(in_shapes[1][1:])) * size

@@ -133,15 +133,25 @@ class QuantContext:
         return name
 
     # ---- requantization
-    def realize(self, x: QTensor, scale_out, precision_out: int, tag: str = "requant", ndim: int = 4) -> QTensor:
+    def realize(self, x: QTensor, scale_out, precision_out: int, tag: str = "requant", ndim: int = 4,
+                absmax=None) -> QTensor:
         """Bring x to scale_out (scalar, or per channel along axis 1 when x.scale is an array) at
-        precision_out with integer ops only: [pre-shift] -> multiply by frac -> rounding shift/clip."""
+        precision_out with integer ops only: [pre-shift] -> multiply by frac -> rounding shift/clip.
+
+        absmax: the calibrated real magnitude of x (scalar or per channel). The pre-shift excess is counted
+        from the bits x really occupies at that magnitude, not from its worst-case bound: a bound that is
+        10 bits loose would otherwise shift away all but a few bits. The pre-shift clips to
+        precision_out + Shift_bits, so the recorded precision stays a guarantee on any data."""
         base = f"{x.name}.{tag}"
         name, prec = x.name, x.precision
         scale_in = np.asarray(x.scale, dtype=np.float64)
-        excess = prec - precision_out - self.settings.shift_bits
+        used = prec
+        if absmax is not None:
+            magnitude = float(np.max(np.asarray(absmax, dtype=np.float64) * scale_in))
+            used = min(prec, qm.precision_of(np.ceil(magnitude)))
+        excess = used - precision_out - self.settings.shift_bits
         if excess > 0:
-            prec -= excess
+            prec = precision_out + self.settings.shift_bits
             name = self.emit(f"{base}.pre", "cvm_right_shift", [name], prec, shift_bit=excess, precision=prec)
             scale_in = scale_in / 2.0 ** excess
         ratio = np.asarray(scale_out, dtype=np.float64) / scale_in
@@ -193,7 +203,14 @@ class QuantContext:
             return self._requantize_affine(x, lo, hi, precision)
         if x.precision <= precision and not force:
             return x  # already as narrow as wanted: requantizing could only lose bits
-        return self.realize(x, qm.symmetric_scale(max(abs(lo), abs(hi)), precision), precision)
+        return self.realize(x, qm.symmetric_scale(max(abs(lo), abs(hi)), precision), precision,
+                            ndim=len(self.shapes[producer]), absmax=self.calibrated_absmax(producer, channels))
+
+    def calibrated_absmax(self, producer: str, channels: slice | None = None) -> float:
+        f = self.features[producer]
+        if channels is not None and f.channel_absmax is not None:
+            return float(f.channel_absmax[channels].max())
+        return f.absmax
 
     def _requantize_affine(self, x: QTensor, lo: float, hi: float, precision: int) -> QTensor:
         """Xq = realize(Xe - zp, frac, exp) in [0, 2^p - 1]; real = Xq / scale + zp / scale_e (p+1 signed bits)."""
@@ -205,7 +222,7 @@ class QuantContext:
             zname = self.constant(f"{x.name}.zp", np.array(-zp))
             prec = max(prec, qm.precision_of(abs(zp))) + 1
             name = self.emit(f"{x.name}.sub_zp", "broadcast_add", [name, zname], prec)
-        shifted = self.realize(QTensor(name, x.scale, prec), scale, precision + 1, tag="affine")
+        shifted = self.realize(QTensor(name, x.scale, prec), scale, precision + 1, tag="affine", absmax=hi - lo)
         top = (1 << precision) - 1
         out = self.emit(f"{x.name}.affine_clip", "clip", [shifted.name], precision + 1, a_min=0, a_max=top)
         return QTensor(out, shifted.scale, precision + 1, offset=zp / x.scale)

@@ -56,16 +56,32 @@ def topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((top == labels[:, None]).any(axis=1).mean() * 100.0)
 
 
-def error_stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
-    """SQNR in dB (inf when exact), cosine similarity, max abs error."""
-    ref = ref.astype(np.float64).ravel()
-    got = got.astype(np.float64).ravel()
-    noise = float(np.sum((ref - got) ** 2))
-    signal = float(np.sum(ref ** 2))
-    sqnr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else -float("inf"))
-    denom = np.sqrt(signal * float(np.sum(got ** 2)))
-    cosine = float(np.dot(ref, got) / denom) if denom > 0 else (1.0 if noise == 0 else 0.0)
-    return sqnr, cosine, float(np.abs(ref - got).max()) if ref.size else 0.0
+class ErrorStats:
+    """Streaming SQNR / cosine / max-abs error between a float reference and a dequantized value."""
+
+    def __init__(self):
+        self.signal = self.noise = self.dot = self.got_sq = self.max_abs = 0.0
+
+    def add(self, ref: np.ndarray, got: np.ndarray) -> "ErrorStats":
+        r, g = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+        diff = r - g
+        self.signal += float(r @ r)
+        self.noise += float(diff @ diff)
+        self.dot += float(r @ g)
+        self.got_sq += float(g @ g)
+        self.max_abs = max(self.max_abs, float(np.abs(diff).max()) if diff.size else 0.0)
+        return self
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.noise == 0:
+            return float("inf")
+        return 10 * float(np.log10(self.signal / self.noise)) if self.signal > 0 else -float("inf")
+
+    @property
+    def cosine(self) -> float:
+        denom = np.sqrt(self.signal * self.got_sq)
+        return float(self.dot / denom) if denom > 0 else (1.0 if self.noise == 0 else 0.0)
 
 
 class Session:
@@ -141,7 +157,7 @@ class Session:
         keep = {model.values[p].name for p in layer_nodes.values()} | set(model.graph.outputs)
         fps = fingerprints(model)
         new_cache: dict = {}
-        sums: dict[str, list[float]] = {}
+        stats = {orig: ErrorStats() for orig in layer_nodes}
         float_logits, quant_logits, labels = [], [], []
         batches = self.eval_batches()
         for i, (k, x, y) in enumerate(batches):
@@ -153,14 +169,7 @@ class Session:
             for n in keep:
                 new_cache[(k, fps[n])] = ivals[n]
             for orig, p in layer_nodes.items():
-                ref, got = fvals[p], self.dequantized(model, p, ivals)
-                r, g = ref.astype(np.float64), got.astype(np.float64)
-                acc = sums.setdefault(orig, [0.0, 0.0, 0.0, 0.0, 0.0])
-                acc[0] += float(np.sum(r * r))
-                acc[1] += float(np.sum((r - g) ** 2))
-                acc[2] += float(np.sum(r * g))
-                acc[3] += float(np.sum(g * g))
-                acc[4] = max(acc[4], float(np.abs(r - g).max()) if r.size else 0.0)
+                stats[orig].add(fvals[p], self.dequantized(model, p, ivals))
             out = prep.outputs[0]
             float_logits.append(fvals[out])
             quant_logits.append(self.dequantized(model, out, ivals))
@@ -171,13 +180,9 @@ class Session:
         fl, ql, lab = np.concatenate(float_logits), np.concatenate(quant_logits), np.concatenate(labels)
         layers = []
         for orig, p in layer_nodes.items():
-            signal, noise, dot, gsq, worst = sums[orig]
-            sqnr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else -float("inf"))
-            denom = np.sqrt(signal * gsq)
-            cosine = float(dot / denom) if denom > 0 else (1.0 if noise == 0 else 0.0)
-            rep = model.reports[p]
-            layers.append(LayerError(orig, self.original.nodes[orig].op, p, rep.precision, sqnr, cosine, worst,
-                                     rep.restored))
+            st, rep = stats[orig], model.reports[p]
+            layers.append(LayerError(orig, self.original.nodes[orig].op, p, rep.precision, st.sqnr_db, st.cosine,
+                                     st.max_abs, rep.restored))
         return Evaluation(topk(fl, lab, 1), topk(fl, lab, 5), topk(ql, lab, 1), topk(ql, lab, 5), len(lab),
                           model.max_precision, layers, {"evaluate": time.perf_counter() - t0})
 

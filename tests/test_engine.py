@@ -62,16 +62,17 @@ def test_requantize_chain_by_hand():
     rq = model.values["fc2"]
     names = model.reports["fc2"].int_nodes
     pre = [n for n in names if n.endswith(".pre")][0]
-    assert model.graph.nodes[pre].attr("shift_bit") == 5
-    assert vals[pre].tolist() == [[qm.right_shift_round(11009, 5, 13).item(), 0.0]]
+    assert model.graph.nodes[pre].attr("shift_bit") == 2
+    assert vals[pre].tolist() == [[2752, 0]]
+    assert model.precision[pre] == 8 + 5
     frac_name = [n for n in names if n.endswith(".frac")][0]
     frac = model.graph.params[frac_name].item()
     shift = [n for n in names if n.endswith(".shift")][0]
     s = model.graph.nodes[shift].attr("shift_bit")
-    want = qm.right_shift_round(qm.right_shift_round(11009, 5, 13) * frac, s, 8)
+    want = qm.right_shift_round(2752 * frac, s, 8)
     assert vals[shift][0, 0] == want
-    # 344 at scale 8064.5/32 times the wanted/used ratio rounds to 126 (the integer max is 1.3651, not 1.375)
-    assert want == round(344 * (127 / 1.375) / (8064.5 / 32)) == 126
+    # 2752 at scale 8064.5/4 times the wanted/used ratio rounds to 126 (the integer max is 1.3651, not 1.375)
+    assert want == round(2752 * (127 / 1.375) / (8064.5 / 4)) == 126
     assert rq.precision == qm.bit_length(2) + 8 + 8
 
 

@@ -18,12 +18,13 @@ def rand(*shape):
     return RNG.randn(*shape).astype(np.float32)
 
 
-def make_model(nodes, inputs, outputs, inits=None, opset=13):
-    """inputs: name -> shape (a str dim is symbolic); outputs: names; inits: name -> array."""
+def make_model(nodes, inputs, outputs, inits=None, opset=13, out_shapes=None):
+    """inputs: name -> shape (a str dim is symbolic); outputs: names; inits: name -> array;
+    out_shapes: output shapes where ONNX's shape inference cannot find them."""
     graph = helper.make_graph(
         nodes, "t",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in inputs.items()],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, (out_shapes or {}).get(n)) for n in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model = onnx.shape_inference.infer_shapes(model)  # the checker wants the outputs' shapes filled in
@@ -312,7 +313,7 @@ def test_shape_gather_chain_is_folded():
         helper.make_node("Reshape", ["r", "target64"], ["y"]),
     ]
     m = make_model(nodes, {"x": ("N", 3, 2, 2)}, ["y"],
-                   {"zero": np.array(0, np.int64), "ax0": np.array([0], np.int64)})
+                   {"zero": np.array(0, np.int64), "ax0": np.array([0], np.int64)}, out_shapes={"y": ("N", 12)})
     g = graph_from_onnx(m)
     assert ops_of(g) == ["relu", "Reshape"] and g.op_nodes()[1].attr("shape") == (0, -1)
     for batch in (1, 3):
