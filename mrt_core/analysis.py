@@ -58,6 +58,12 @@ def diagnose(session, model: QuantizedModel, max_samples: int = 256) -> dict[str
         member_set = set(members)
         inputs = {i for m in members for i in prep.nodes[m].inputs if i not in member_set and i not in prep.params}
         overrides = {model.values[i].name: _as_int(fvals[i], model.values[i]) for i in inputs}
+        for n in (n for m in members for n in model.reports[m].int_nodes):
+            node = model.graph.nodes[n]
+            if node.op == "mrt_dequantize":  # a restored node sees the float inputs themselves
+                source = next((i for i in inputs if model.values[i].name == node.inputs[0]), None)
+                if source is not None:
+                    overrides[n] = fvals[source].astype(np.float32)
         target = model.values[value_node]
         got = run_int(model, {}, keep=[target.name], overrides=overrides)[target.name]
         deq = got if target.is_float else got / target.scale + target.offset

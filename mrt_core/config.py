@@ -87,7 +87,7 @@ def load_run_config(path: str) -> RunConfig:
             qcfg = QuantConfig({**qcfg, **QuantConfig.from_json(f.read())})
     return RunConfig(
         path=os.path.abspath(path),
-        model_dir=os.path.join(base, get("DEFAULT", "Model_dir", ".")),
+        model_dir=os.path.join(base, os.path.expanduser(os.path.expandvars(get("DEFAULT", "Model_dir", ".")))),
         model_name=get("DEFAULT", "Model_name"),
         input_shape=shape,
         calib_batch=_int("CALIBRATION", "Batch", get("CALIBRATION", "Batch"), 16),

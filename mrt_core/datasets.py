@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import MRTError
 
-KNOWN_DATASETS = ("mnist5k", "digits", "npz")
+KNOWN_DATASETS = ("mnist5k", "digits", "npz", "imagenet_samples")
 NPZ_KEYS = ("x_calib", "x_test", "y_test")
 
 
@@ -73,6 +73,9 @@ def load_dataset(name: str, dataset_dir: str | None = None) -> Dataset:
         st = os.stat(path)
         # mtime and size in the cache key so an edited file is read again.
         return _load_npz(path, st.st_mtime_ns, st.st_size)
+    if key == "imagenet_samples":
+        from .imagenet_data import load_imagenet_samples
+        return load_imagenet_samples()
     raise DatasetError(
         f"unknown dataset {name!r}; known datasets: {', '.join(KNOWN_DATASETS)}")
 

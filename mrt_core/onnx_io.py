@@ -24,7 +24,7 @@ def load_onnx(path: str) -> Graph:
     try:
         import onnx
     except ImportError as exc:
-        raise ModelError("reading ONNX models needs the 'onnx' package (see requirements-onnx.txt)") from exc
+        raise ModelError("reading ONNX models needs the 'onnx' package (it is in requirements.txt)") from exc
     try:
         model = onnx.load(path)
     except Exception as exc:  # protobuf DecodeError, missing file, ...
@@ -280,8 +280,14 @@ class _Importer:
                         a_max=float(_FLOAT_MAX if hi is None else hi))
 
     def _map_Softmax(self, node, a):
-        return self._op(node.output[0], "softmax", [self._act(node, node.input[0])],
-                        axis=a.get("axis", 1 if self.opset < 13 else -1))
+        x = self._act(node, node.input[0])
+        axis = a.get("axis", 1 if self.opset < 13 else -1)
+        rank = len(self.shape(x))
+        if self.opset < 13 and axis % rank != rank - 1:
+            # before opset 13 Softmax normalises over all axes from `axis` on, which MXNet's softmax cannot
+            raise ModelError(f"ONNX Softmax {self._who(node)}: opset {self.opset} softmax over axes {axis}.. "
+                             f"of a {rank}-D tensor is not supported")
+        return self._op(node.output[0], "softmax", [x], axis=axis)
 
     def _map_Flatten(self, node, a):
         x = self._act(node, node.input[0])

@@ -270,32 +270,39 @@ def _channel_split(ctx, node, w, attrs, groups, step):
     ndim = len(ctx.shapes[node.name])
     out_ch, per_group_in = w.shape[0], w.shape[1]
     per_group_out = out_ch // groups
-    merge_scale = _merge_scale(ctx, node)
-    mp = ctx.settings.merge_precision
-    group_outputs, weight_scales = [], []
+    partials, weight_scales = [], []
     for g in range(groups):
-        parts = []
+        partials.append([])
         for start in range(0, per_group_in, step):
-            stop = min(start + step, per_group_in)
+            stop = min(start + step, per_group_in)  # a step that does not divide C leaves a shorter slice
             lo, hi = g * per_group_in + start, g * per_group_in + stop
             tag = f".g{g}" * (groups > 1) + f".c{start}"
             xs = ctx.emit(f"{x.name}.slice{tag}_{node.name}", "slice_axis", [x.name], x.precision,
                           axis=1, begin=lo, end=hi)
-            xq = ctx.requantize(QTensor(xs, x.scale, x.precision), x_name, channels=slice(lo, hi), force=True)
+            # a slice already at the wanted bits keeps its integers; a wider one gets its own scale
+            xq = ctx.requantize(QTensor(xs, x.scale, x.precision), x_name, channels=slice(lo, hi))
             ws = w[g * per_group_out:(g + 1) * per_group_out, start:stop]
             part_attrs = dict(attrs)
             if node.op == "Convolution":
                 part_attrs.update(num_group=1, num_filter=per_group_out)
             y = _linear_product(ctx, node, xq, ws, part_attrs, w_name, None, tag=tag)
             weight_scales.append(y.scale / xq.scale)
-            parts.append(ctx.realize(y, merge_scale, mp, tag="merge", ndim=ndim))
-        if len(parts) == 1:
-            group_outputs.append(parts[0])
-        else:
-            prec = mp + qm.bit_length(len(parts))
-            name = ctx.emit(f"{node.name}.g{g}.sum" if groups > 1 else f"{node.name}.sum", "add_n",
-                            [p.name for p in parts], prec, num_args=len(parts))
-            group_outputs.append(QTensor(name, merge_scale, prec))
+            partials[g].append(y)
+    scales = {float(y.scale) for ys in partials for y in ys}
+    if len(scales) > 1:  # quantize_scale: partial sums at different scales meet at one
+        merge_scale, mp = _merge_scale(ctx, node), ctx.settings.merge_precision
+        partials = [[ctx.realize(y, merge_scale, mp, tag="merge", ndim=ndim) for y in ys] for ys in partials]
+    else:
+        merge_scale = scales.pop()
+    group_outputs = []
+    for g, ys in enumerate(partials):
+        if len(ys) == 1:
+            group_outputs.append(ys[0])
+            continue
+        prec = max(y.precision for y in ys) + qm.bit_length(len(ys))
+        name = ctx.emit(f"{node.name}.g{g}.sum" if groups > 1 else f"{node.name}.sum", "add_n",
+                        [y.name for y in ys], prec, num_args=len(ys))
+        group_outputs.append(QTensor(name, merge_scale, prec))
     ctx.extra["weight_scale"] = np.array(weight_scales)
     if groups == 1:
         return group_outputs[0]

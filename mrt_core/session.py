@@ -7,6 +7,9 @@ content fingerprint, so a rerun after one node's toggle recomputes only what cha
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -110,7 +113,18 @@ class Session:
 
     @classmethod
     def from_config(cls, run: RunConfig) -> "Session":
-        graph = load_mxnet(run.model_dir, run.model_name)
+        try:
+            graph = load_mxnet(run.model_dir, run.model_name)
+        except ModelError:
+            build = os.path.join(os.path.dirname(run.path), "build.py")
+            if not os.path.exists(build):
+                raise
+            # a sample whose weights come from a package is built into the cache on first use
+            proc = subprocess.run([sys.executable, build], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ModelError(f"building {run.model_name} with {build} failed: "
+                                 f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}") from None
+            graph = load_mxnet(run.model_dir, run.model_name)
         if len(graph.input_names) == 1:
             graph.input_shapes = {graph.input_names[0]: run.input_shape}
         dataset = load_dataset(run.dataset, run.dataset_dir)
@@ -193,3 +207,18 @@ class Session:
         if qt.is_float:
             return v
         return v / qt.scale + qt.offset
+
+    # ---- diagnosis (mrt_core.analysis), here so the app has one object to talk to
+    def diagnose(self, model: QuantizedModel, max_samples: int = 256):
+        """Per user node: local SQNR (fed with float inputs), saturation share, scale error, IOPs."""
+        from .analysis import diagnose
+        return diagnose(self, model, max_samples)
+
+    def candidates(self, evaluation: Evaluation | None = None, diagnosis: dict | None = None):
+        """Ranked zero-point / channel-wise / restore candidates with the figures behind each."""
+        from .analysis import candidates
+        return candidates(self, evaluation, diagnosis)
+
+    def iops(self, model: QuantizedModel) -> int:
+        from .analysis import total_iops
+        return total_iops(self, model)

@@ -161,3 +161,25 @@ def test_graph_shape(model_and_data):
 def test_float_accuracy_on_foolbox_photos(model_and_data):
     graph, data = model_and_data
     assert build.float_accuracy(graph, data) == (18, 19)
+
+
+# ---- the imagenet_samples preprocessing
+
+def test_preprocess_crops_centre_and_scales(tmp_path):
+    from PIL import Image
+    from mrt_core.imagenet_data import preprocess
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[:, :, 0] = 255
+    img[:, :50] = 0  # a black band at the left, outside the centred 175x175 crop
+    Image.fromarray(img).save(tmp_path / "x.png")
+    x = preprocess(str(tmp_path / "x.png"))
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], (255 - 127) / 128, atol=1e-6)
+    np.testing.assert_allclose(x[1:], -127 / 128, atol=1e-6)
+
+
+def test_imagenet_samples_labels(model_and_data):
+    _, data = model_and_data
+    assert data.y_test.tolist() == [243, 559, 438, 990, 949, 853, 609, 609, 915, 455,
+                                    541, 630, 741, 471, 129, 99, 251, 22, 317, 305]
+    assert -1.0 <= data.x_test.min() and data.x_test.max() <= 1.0 and not data.x_test.flags.writeable

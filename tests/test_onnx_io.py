@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx", reason="the onnx package is not installed (requirements-onnx.txt)")
+onnx = pytest.importorskip("onnx", reason="the onnx package is not installed (requirements.txt)")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from mrt_core.errors import ModelError  # noqa: E402

