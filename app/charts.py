@@ -87,6 +87,91 @@ def weight_channels(w: np.ndarray, name: str) -> go.Figure:
     return fig
 
 
+def candidate_table(cands) -> pd.DataFrame:
+    """The engine's candidates, one row each (the suggestion shown as the NodeConfig fields it sets)."""
+    return pd.DataFrame([{"#": i, "kind": c.kind, "node": c.name,
+                          "score": round(c.score, 4) if math.isfinite(c.score) else c.score,
+                          "reason": c.reason, "suggested setting": json.dumps(c.suggestion, sort_keys=True)}
+                         for i, c in enumerate(cands)],
+                        columns=["#", "kind", "node", "score", "reason", "suggested setting"])
+
+
+def _r(x, nd=3):
+    return round(x, nd) if isinstance(x, float) and math.isfinite(x) else x
+
+
+def diagnosis_table(diagnosis: dict, evaluation=None) -> pd.DataFrame:
+    """Local (engine: fed with float inputs) next to propagated SQNR (engine: evaluation) per layer."""
+    prop = {l.name: l for l in evaluation.layers} if evaluation is not None else {}
+    rows = []
+    for name, d in diagnosis.items():
+        p = prop.get(name)
+        rows.append({"layer": name, "local_sqnr_db": _r(d.local_sqnr_db),
+                     "propagated_sqnr_db": _r(p.sqnr_db) if p is not None else None,
+                     "saturation_%": _r(d.saturation * 100, 5), "scale_error": d.scale_error, "iops": d.iops,
+                     "restored": bool(p.restored) if p is not None else None})
+    return pd.DataFrame(rows)
+
+
+def local_vs_propagated(df: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    fig.add_bar(x=df["layer"], y=[finite(v) for v in df["local_sqnr_db"]], name="local (this node's own error)",
+                marker_color="#f59e0b")
+    if df["propagated_sqnr_db"].notna().any():
+        fig.add_bar(x=df["layer"], y=[finite(v) for v in df["propagated_sqnr_db"]],
+                    name="propagated (what reaches it)", marker_color="#2563eb")
+    fig.update_layout(barmode="group", yaxis_title="SQNR (dB)", height=380, margin=dict(t=30, b=10),
+                      legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def weight_scale_kind(weight_scale, granularity: str) -> str:
+    """Name what the engine's report holds: one scale, per output channel scales, or per input slice scales."""
+    if weight_scale is None:
+        return ""
+    arr = np.asarray(weight_scale)
+    if arr.ndim == 0 or arr.size == 1:
+        return "one (layer-wise)"
+    if granularity == "channel-wise":
+        return f"per input slice ({arr.shape[0]} slices)"
+    return f"per output channel ({arr.shape[0]})"
+
+
+def structure_table(model, config, op_nodes: list[str], op_of: dict[str, str]) -> pd.DataFrame:
+    """Per user node: granularity, how many integer-graph nodes its rewrite made, its kind of weight scale."""
+    by_origin: dict[str, list] = {}
+    for rep in model.reports.values():
+        by_origin.setdefault(rep.origin, []).append(rep)
+    rows = []
+    for name in op_nodes:
+        reps = by_origin.get(name, [])
+        gran = config.get_node(name).granularity
+        ws = next((r.weight_scale for r in reps if r.weight_scale is not None), None)
+        rows.append({"node": name, "op": op_of[name], "granularity": gran,
+                     "integer nodes": sum(len(r.int_nodes) for r in reps),
+                     "weight scale": weight_scale_kind(ws, gran)})
+    return pd.DataFrame(rows)
+
+
+def top_channels(channel_absmax, k: int = 10) -> pd.DataFrame:
+    """The k channels with the largest calibrated absmax (these set the layer's range)."""
+    a = np.asarray(channel_absmax, dtype=np.float64)
+    top = float(a.max()) if a.size else 0.0
+    order = np.argsort(-a)[:k]
+    return pd.DataFrame({"channel": order.astype(int), "absmax": a[order],
+                         "share of layer absmax": (a[order] / top) if top > 0 else a[order] * 0})
+
+
+def channel_absmax_bar(channel_absmax, name: str, highlight: list[int]) -> go.Figure:
+    a = np.asarray(channel_absmax, dtype=np.float64)
+    hl = set(highlight)
+    fig = go.Figure(go.Bar(x=list(range(a.size)), y=a,
+                           marker_color=["#dc2626" if i in hl else "#9aa5b1" for i in range(a.size)]))
+    fig.update_layout(title=f"{name}: calibrated absmax per channel (red: top channels)", height=320,
+                      xaxis_title="channel", yaxis_title="absmax", margin=dict(t=40, b=10))
+    return fig
+
+
 # ---------------------------------------------------------------- graphviz
 
 _PALETTE = [(215, 48, 39), (252, 141, 89), (254, 224, 139), (145, 207, 96), (26, 152, 80)]  # bad -> good

@@ -97,6 +97,8 @@ def _adopt(loaded: Loaded) -> None:
     ss.mrt_last_run_id = None
     ss.mrt_editor_version = ss.get("mrt_editor_version", 0) + 1
     ss.pop("mrt_model_cache", None)
+    ss.mrt_diag = None
+    ss.mrt_iops = {}
 
 
 def ensure_state() -> None:
@@ -175,9 +177,56 @@ def rerun() -> Evaluation:
     ss.mrt_prev_eval = ss.mrt_last_eval
     ss.mrt_last_eval = ev
     ss.mrt_last_eval_config = cfg.to_json()
-    ss.mrt_last_run_id = store.save_run(lo.label, cfg.to_json(), ev, seconds)
+    ss.mrt_last_run_id = store.save_run(lo.label, cfg.to_json(), ev, seconds, iops_of(cfg, model))
     ss.mrt_last_seconds = seconds
     return ev
+
+
+def iops_of(cfg: QuantConfig, model=None) -> int:
+    """Integer ops per sample of the integer graph of `cfg` (engine's count; kept per config)."""
+    ss = st.session_state
+    cache = ss.setdefault("mrt_iops", {})
+    key = (loaded().key, cfg.to_json())
+    if key not in cache:
+        with loaded().lock:
+            if model is None:
+                model = session().quantize(cfg)
+            cache[key] = int(session().iops(model))
+    return cache[key]
+
+
+def diagnose() -> dict:
+    """Run the engine's diagnosis of the current config (seconds on big models: only on demand)."""
+    model = current_model()
+    t = time.perf_counter()
+    with loaded().lock:
+        diag = session().diagnose(model)
+    st.session_state.mrt_diag = {"key": (loaded().key, config().to_json()), "diag": diag,
+                                 "seconds": time.perf_counter() - t}
+    return diag
+
+
+def diagnosis(config_json: str | None = None) -> dict | None:
+    """The last diagnosis if it was made for `config_json` (default: the current config), else None."""
+    d = st.session_state.get("mrt_diag")
+    want = (loaded().key, config().to_json() if config_json is None else config_json)
+    return d["diag"] if d and d["key"] == want else None
+
+
+def candidates() -> list:
+    """The engine's ranked candidates for the last evaluation (with local SQNR once it was diagnosed)."""
+    ev = last_eval()
+    with loaded().lock:
+        return session().candidates(ev, diagnosis(st.session_state.mrt_last_eval_config))
+
+
+def flash(message: str | None = None) -> str | None:
+    """Set (with a message) or take (without) a one-shot message that survives st.rerun()."""
+    ss = st.session_state
+    if message is not None:
+        ss.mrt_flash = message
+        return None
+    return ss.pop("mrt_flash", None)
 
 
 def last_eval() -> Evaluation:

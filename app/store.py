@@ -18,9 +18,12 @@ CREATE TABLE IF NOT EXISTS runs (
     float_top1 REAL, float_top5 REAL, quant_top1 REAL, quant_top5 REAL,
     max_precision INTEGER, num_samples INTEGER,
     seconds REAL,
-    layers_json TEXT NOT NULL
+    layers_json TEXT NOT NULL,
+    iops INTEGER
 )
 """
+# columns added after the first release: (name, SQL type); old databases get them on connect
+ADDED_COLUMNS = [("iops", "INTEGER")]
 
 
 def home() -> str:
@@ -37,6 +40,11 @@ def _connect() -> sqlite3.Connection:
     conn = sqlite3.connect(db_path(), timeout=10)
     conn.row_factory = sqlite3.Row
     conn.execute(SCHEMA)
+    have = {r["name"] for r in conn.execute("PRAGMA table_info(runs)")}
+    for name, sql_type in ADDED_COLUMNS:
+        if name not in have:
+            with conn:
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
     return conn
 
 
@@ -51,15 +59,16 @@ def _unnum(x):
     return float(x) if isinstance(x, str) and x in ("inf", "-inf") else x
 
 
-def save_run(model: str, config_json: str, evaluation, seconds: float) -> int:
+def save_run(model: str, config_json: str, evaluation, seconds: float, iops: int | None = None) -> int:
     layers = [{"name": l.name, "op": l.op, "node": l.node, "precision": l.precision, "sqnr_db": _num(l.sqnr_db),
                "cosine": l.cosine, "max_abs": l.max_abs, "restored": l.restored} for l in evaluation.layers]
     with closing(_connect()) as conn, conn:
         cur = conn.execute(
             "INSERT INTO runs (created, model, config_json, float_top1, float_top5, quant_top1, quant_top5, "
-            "max_precision, num_samples, seconds, layers_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "max_precision, num_samples, seconds, layers_json, iops) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (time.time(), model, config_json, evaluation.float_top1, evaluation.float_top5, evaluation.quant_top1,
-             evaluation.quant_top5, evaluation.max_precision, evaluation.num_samples, seconds, json.dumps(layers)))
+             evaluation.quant_top5, evaluation.max_precision, evaluation.num_samples, seconds, json.dumps(layers),
+             None if iops is None else int(iops)))
         return int(cur.lastrowid)
 
 

@@ -111,7 +111,10 @@ def _spread(values: np.ndarray | None) -> float:
 def candidates(session, evaluation=None, diagnosis: dict | None = None, top: int = 10) -> list[Candidate]:
     """The design document's Step 1, automated: nodes worth a zero point, a channel split, or a restore."""
     prep, feats = session.prepared, session.features()
-    inverse = {p: o for o, p in prep.value_of.items()}
+    inverse: dict[str, str] = {}
+    for o, p in prep.value_of.items():  # the user's node holding a value (a dropped Dropout shares its input's)
+        if p not in inverse or o == p:
+            inverse[p] = o
     out: list[Candidate] = []
     for node in prep.op_nodes():
         if node.op not in ("Convolution", "FullyConnected"):
@@ -122,7 +125,8 @@ def candidates(session, evaluation=None, diagnosis: dict | None = None, top: int
         if f.absmax > 0:
             unused = 1 - (f.max - f.min) / (2 * f.absmax)
             owner = inverse.get(x)
-            if owner is not None and unused > 0.2:
+            # graph inputs are quantized at Input_precision as given; a zero point there adds nothing
+            if owner is not None and unused > 0.2 and x not in prep.input_names:
                 out.append(Candidate("zero-point", owner, unused,
                                      f"input of {orig_conv} spans [{f.min:.3g}, {f.max:.3g}]: {unused:.0%} of the "
                                      f"symmetric range is never used", {"quant_type": "UniformAffine"}))

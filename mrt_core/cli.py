@@ -15,6 +15,15 @@ def _fmt(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.2f}"
 
 
+def _short(cfg) -> str:
+    parts = [cfg.granularity] if cfg.granularity != "layer-wise" else []
+    if cfg.quant_type != "UniformSymmetric":
+        parts.append(cfg.quant_type)
+    if cfg.restore:
+        parts.append("restore")
+    return "/".join(parts) or "default"
+
+
 def run(args) -> int:
     from .session import Session
     t = time.perf_counter()
@@ -22,7 +31,11 @@ def run(args) -> int:
     load_seconds = time.perf_counter() - t
     session.features()
     t = time.perf_counter()
-    model = session.quantize(run_cfg.quant_config)
+    config = run_cfg.quant_config
+    if args.preset == "recommended":
+        # the preset fills in what the config file leaves at its default; the file's own entries win
+        config = type(config)({**session.recommended_config(), **config})
+    model = session.quantize(config)
     quantize_seconds = time.perf_counter() - t
     t = time.perf_counter()
     ev = session.evaluate(model, check=True)
@@ -38,12 +51,22 @@ def run(args) -> int:
     print(f"float  top1 {ev.float_top1:6.2f}%  top5 {ev.float_top5:6.2f}%")
     print(f"quant  top1 {ev.quant_top1:6.2f}%  top5 {ev.quant_top5:6.2f}%   max precision {ev.max_precision} bits"
           f" (integer check passed)")
+    fid = ev.fidelity
+    print(f"agreement with float: top-1 {fid['top1_agreement']:.1f}%, top-5 overlap {fid['top5_overlap']:.1f}%, "
+          f"logit cosine {fid['logit_cosine']:.4f} ({fid['num_samples']} samples)")
+    views = session.fidelity_on_views(model) if args.fidelity_views else None
+    if views:
+        print(f"over {views['num_samples']} samples x views: top-1 agreement {views['top1_agreement']:.1f}%, "
+              f"logit cosine {views['logit_cosine']:.4f}")
+    if args.preset != "default":
+        print(f"preset {args.preset}: " + (", ".join(f"{k}={_short(v)}" for k, v in sorted(config.items())) or "nothing"))
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
     if args.json:
         out = {
             "model": run_cfg.model_name, "float_top1": ev.float_top1, "float_top5": ev.float_top5,
             "quant_top1": ev.quant_top1, "quant_top5": ev.quant_top5, "max_precision": ev.max_precision,
-            "num_samples": ev.num_samples, "seconds": seconds,
+            "num_samples": ev.num_samples, "seconds": seconds, "fidelity": fid, "fidelity_views": views,
+            "preset": args.preset, "config": json.loads(config.to_json()),
             "layers": [{"name": l.name, "op": l.op, "precision": l.precision,
                         "sqnr_db": None if math.isinf(l.sqnr_db) else l.sqnr_db, "cosine": l.cosine,
                         "max_abs_error": l.max_abs, "restored": l.restored} for l in ev.layers],
@@ -59,6 +82,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("run", help="prepare, calibrate, quantize and evaluate the model of an INI config")
     p.add_argument("config")
     p.add_argument("--json", help="write the results as JSON to this file")
+    p.add_argument("--preset", choices=("default", "recommended"), default="default",
+                   help="recommended: apply the candidate discovery's suggestions (per-channel/group-wise weights, "
+                        "affine for one-sided ranges); default: MRT's plain layer-wise settings")
+    p.add_argument("--fidelity-views", action="store_true",
+                   help="also report agreement with the float model over all samples and augmented views")
     args = parser.parse_args(argv)
     try:
         return run(args)

@@ -51,6 +51,21 @@ class Evaluation:
     max_precision: int
     layers: list[LayerError]
     seconds: dict = field(default_factory=dict)
+    fidelity: dict = field(default_factory=dict)  # label-free agreement with the float model
+
+
+def fidelity(float_logits: np.ndarray, quant_logits: np.ndarray) -> dict:
+    """Agreement of the quantized model with the float one, needing no labels: top-1 agreement (%),
+    mean top-5 overlap (%), mean cosine similarity of the logits."""
+    k = min(5, float_logits.shape[1])
+    f5 = np.argsort(-float_logits, axis=1, kind="stable")[:, :k]
+    q5 = np.argsort(-quant_logits, axis=1, kind="stable")[:, :k]
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(f5, q5)])
+    f, q = float_logits.astype(np.float64), quant_logits.astype(np.float64)
+    denom = np.linalg.norm(f, axis=1) * np.linalg.norm(q, axis=1)
+    cos = np.where(denom > 0, (f * q).sum(axis=1) / np.where(denom > 0, denom, 1), 1.0)
+    return {"top1_agreement": float(np.mean(f5[:, 0] == q5[:, 0]) * 100), "top5_overlap": float(overlap * 100),
+            "logit_cosine": float(cos.mean()), "num_samples": int(len(f))}
 
 
 def topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -198,7 +213,29 @@ class Session:
             layers.append(LayerError(orig, self.original.nodes[orig].op, p, rep.precision, st.sqnr_db, st.cosine,
                                      st.max_abs, rep.restored))
         return Evaluation(topk(fl, lab, 1), topk(fl, lab, 5), topk(ql, lab, 1), topk(ql, lab, 5), len(lab),
-                          model.max_precision, layers, {"evaluate": time.perf_counter() - t0})
+                          model.max_precision, layers, {"evaluate": time.perf_counter() - t0}, fidelity(fl, ql))
+
+    def fidelity_on_views(self, model: QuantizedModel) -> dict:
+        """Label-free fidelity over every sample (test and calibration) and fixed augmented views of them
+        (horizontal flip, and 1/8-width shifts with edge padding) — more data than the labelled set."""
+        base = np.concatenate([self.dataset.x_test, self.dataset.x_calib])
+        views = [base, base[..., ::-1]]
+        if base.ndim == 4:
+            d = max(1, base.shape[-1] // 8)
+            padded = np.pad(base, [(0, 0), (0, 0), (d, d), (d, d)], mode="edge")
+            h, w = base.shape[2:]
+            views += [padded[:, :, :h, :w], padded[:, :, 2 * d:2 * d + h, 2 * d:2 * d + w]]
+        x = np.ascontiguousarray(np.concatenate(views)).astype(np.float32)
+        fl, ql = [], []
+        out = self.prepared.outputs[0]
+        for s in range(0, len(x), self.eval_batch):
+            chunk = x[s:s + self.eval_batch]
+            fl.append(run_float(self.prepared, {self.input_name: chunk})[out].asnumpy())
+            ivals = run_int(model, {self.input_name: chunk}, keep="outputs")
+            ql.append(self.dequantized(model, out, ivals))
+        result = fidelity(np.concatenate(fl), np.concatenate(ql))
+        result["views"] = len(views)
+        return result
 
     @staticmethod
     def dequantized(model: QuantizedModel, prepared_node: str, ivals: dict) -> np.ndarray:
@@ -218,6 +255,25 @@ class Session:
         """Ranked zero-point / channel-wise / restore candidates with the figures behind each."""
         from .analysis import candidates
         return candidates(self, evaluation, diagnosis)
+
+    def recommended_config(self, evaluation: Evaluation | None = None) -> QuantConfig:
+        """The `recommended` preset: the candidate discovery's weight-scale and zero-point suggestions
+        (group-wise weights for depthwise convs, per-output-channel weights where channels' ranges spread,
+        affine where a range is one-sided). Restores are never applied: they are for diagnosis."""
+        from .analysis import candidates
+        config = QuantConfig()
+        for cand in candidates(self, evaluation, None, top=len(self.prepared.nodes)):
+            if cand.kind == "restore":
+                continue
+            if cand.kind == "channel-wise" and cand.suggestion.get("granularity") == "channel-wise":
+                continue  # input-channel splitting costs IOPs and time; per-channel weight scales do not
+            if cand.kind == "zero-point" and cand.score < 0.3:
+                continue
+            config = config.with_node(cand.name, **cand.suggestion)
+        for node in self.original.op_nodes():  # depthwise / grouped convs: one weight scale per group
+            if node.op == "Convolution" and int(node.attr("num_group", 1)) > 1:
+                config = config.with_node(node.name, granularity="group-wise")
+        return config
 
     def iops(self, model: QuantizedModel) -> int:
         from .analysis import total_iops

@@ -57,6 +57,7 @@ table = pd.DataFrame([{"id": r["id"], "time": when(r), "model": r["model"], "cha
                        "diff vs previous run": diff_vs_previous(r, previous_of[r["id"]]),
                        "float top-1": r["float_top1"], "quant top-1": r["quant_top1"],
                        "quant top-5": r["quant_top5"], "max precision": r["max_precision"],
+                       "IOPs / sample": r.get("iops"),  # None for runs saved before IOPs were stored
                        "seconds": round(r["seconds"], 3)} for r in runs])
 st.dataframe(table, hide_index=True, width="stretch")
 
@@ -68,7 +69,7 @@ c1, c2 = st.columns(2)
 a_id = c1.selectbox("Run A", ids, index=min(1, len(ids) - 1), format_func=lambda i: label(by_id[i]), key="run_a")
 b_id = c2.selectbox("Run B", ids, index=0, format_func=lambda i: label(by_id[i]), key="run_b")
 a, b = by_id[a_id], by_id[b_id]
-m1, m2, m3 = st.columns(3)
+m1, m2, m3, m4 = st.columns(4)
 
 
 def vs_a(key, fmt="{:+.2f}", good="normal"):
@@ -79,6 +80,11 @@ def vs_a(key, fmt="{:+.2f}", good="normal"):
 m1.metric("Quant top-1 B", f"{b['quant_top1']:.2f}%", **vs_a("quant_top1"))
 m2.metric("Quant top-5 B", f"{b['quant_top5']:.2f}%", **vs_a("quant_top5"))
 m3.metric("Seconds B", f"{b['seconds']:.2f}", **vs_a("seconds", good="inverse"))
+if b.get("iops") is not None:
+    m4.metric("IOPs / sample B", f"{b['iops']:,}",
+              **(vs_a("iops", fmt="{:+,.0f}", good="inverse") if a.get("iops") is not None else {}))
+else:
+    m4.metric("IOPs / sample B", "—")
 if a["model"] != b["model"]:
     st.warning("The two runs are of different models; only layers with the same name are compared.")
 st.plotly_chart(charts.sqnr_difference(a["layers"], b["layers"], f"#{a_id}", f"#{b_id}"),

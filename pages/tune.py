@@ -5,7 +5,10 @@ import streamlit as st
 
 from app import charts, state
 from mrt_core.errors import MRTError
-from mrt_core.qconfig import GRANULARITIES, QUANT_TYPES
+from mrt_core.qconfig import GRANULARITIES, OPTIMIZOR_ATTRS, QUANT_TYPES
+
+OPTIMIZORS = list(OPTIMIZOR_ATTRS)
+INT_ATTRS = {"bucket_bits", "quant_bits"}
 
 st.title("Tune")
 
@@ -56,9 +59,26 @@ if w:
 else:
     c4.caption("no weight")
 restore = c5.checkbox("Restore (float)", value=cur.restore, key=f"t_restore_{node}_{ver}")
+o1, o2 = st.columns([2, 5])
+cur_opt = dict(cur.optimizor)
+opt_name = o1.selectbox("Optimizor (calibrated range)", OPTIMIZORS,
+                        index=OPTIMIZORS.index(cur_opt.get("name", "HistoricalValue")), key=f"t_opt_{node}_{ver}")
+opt = {"name": opt_name}
+attrs = sorted(OPTIMIZOR_ATTRS[opt_name])
+for col, attr in zip(o2.columns(max(len(attrs), 1)), attrs):
+    now = cur_opt.get(attr) if cur_opt.get("name") == opt_name else None
+    if attr in INT_ATTRS:
+        v = col.number_input(attr, min_value=1, max_value=32, value=None if now is None else int(now), step=1,
+                             placeholder="engine default", key=f"t_opt_{attr}_{node}_{ver}")
+    else:
+        v = col.number_input(attr, value=None if now is None else float(now), format="%.6g",
+                             placeholder="engine default", key=f"t_opt_{attr}_{node}_{ver}")
+    if v is not None:
+        opt[attr] = int(v) if attr in INT_ATTRS else float(v)
 if st.button("Apply to node", key="apply_node"):
     try:
-        new = state.config().with_node(node, granularity=gran, step=int(step), quant_type=qt, restore=restore)
+        new = state.config().with_node(node, granularity=gran, step=int(step), quant_type=qt, restore=restore,
+                                       optimizor=opt)
         if w:
             new = new.with_node(w, quant_type=wqt)
         if state.set_config(new):
@@ -138,4 +158,51 @@ st.caption(f"Float top-5 {ev.float_top5:.2f}% · previous top-5 "
 
 st.plotly_chart(charts.sqnr_compare(ev.layers, prev.layers if prev is not None else None),
                 width="stretch")
-st.dataframe(charts.layer_table(ev, prev), hide_index=True, width="stretch")
+layer_df = charts.layer_table(ev, prev)
+
+# ---------------------------------------------------------------- cost and structure (engine counts)
+st.subheader("Cost and structure")
+model = state.current_model()
+try:
+    iops_now, iops_base = state.iops_of(state.config(), model), state.iops_of(lo.base_config)
+except MRTError as exc:
+    state.show_error(exc)
+    iops_now = iops_base = None
+if iops_now is not None:
+    n_int = sum(1 for n in model.graph.nodes.values() if n.op != "null")
+    i1, i2, i3 = st.columns(3)
+    i1.metric("IOPs / sample (model's config)", f"{iops_base:,}")
+    d = iops_now - iops_base
+    i2.metric("IOPs / sample (current config)", f"{iops_now:,}",
+              delta=None if d == 0 else f"{d:+,} ({d / max(iops_base, 1):+.2%})", delta_color="inverse")
+    i3.metric("Integer-graph op nodes", f"{n_int}")
+st.caption("MRT **channel-wise** splits the input channels into slices (partial convolutions + add_n): more "
+           "integer nodes and IOPs. **output-channel-wise** / **group-wise** keep one convolution and give each "
+           "output channel (group) its own weight scale, paid with a per-channel integer multiply.")
+st.dataframe(charts.structure_table(model, state.config(), ops, {n: g.nodes[n].op for n in ops}),
+             hide_index=True, width="stretch")
+
+# ---------------------------------------------------------------- diagnose (engine, on demand)
+st.subheader("Diagnose: which node causes the error")
+st.caption("Local SQNR: the node quantized but fed with the float model's inputs (the error it causes). "
+           "Propagated SQNR: the evaluation's (what it inherits plus its own).")
+if st.button("Diagnose", key="diagnose"):
+    try:
+        with st.spinner("Diagnosing…"):
+            state.diagnose()
+    except MRTError as exc:
+        state.show_error(exc)
+diag = state.diagnosis()
+if diag is None:
+    st.info("Press Diagnose to compute local SQNR, saturation and scale error of the current config.")
+else:
+    same = not state.eval_is_stale()
+    if not same:
+        st.warning("Propagated SQNR is left out: the last evaluation is of another config — press Rerun.")
+    diag_df = charts.diagnosis_table(diag, ev if same else None)
+    st.plotly_chart(charts.local_vs_propagated(diag_df), width="stretch")
+    st.dataframe(diag_df, hide_index=True, width="stretch")
+    st.caption(f"Diagnosed in {st.session_state.mrt_diag['seconds']:.2f} s.")
+
+st.subheader("Per-layer error (last evaluation)")
+st.dataframe(layer_df, hide_index=True, width="stretch")

@@ -52,9 +52,14 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 
 def edit_node(at: AppTest, node: str, granularity=None, step=None, quant_type=None, weight_quant_type=None,
-              restore=None) -> None:
+              restore=None, optimizor=None) -> None:
     at.selectbox(key="tune_node").set_value(node).run()
     ver = at.session_state["mrt_editor_version"]
+    if optimizor is not None:
+        at.selectbox(key=f"t_opt_{node}_{ver}").set_value(optimizor["name"]).run()
+        for attr, value in optimizor.items():
+            if attr != "name":
+                at.number_input(key=f"t_opt_{attr}_{node}_{ver}").set_value(value)
     if granularity is not None:
         at.selectbox(key=f"t_gran_{node}_{ver}").set_value(granularity)
     if step is not None:
@@ -251,3 +256,128 @@ def test_runs_compare_and_export(engine):
     groups, restore = cfg.to_mrt()
     assert any(f"Cfg_groups={groups}" in c and f"Restore_name={restore}" in c for c in codes)
     assert QuantConfig.from_mrt(groups, restore) == cfg
+
+
+# ---------------------------------------------------------------- candidates, diagnosis, IOPs, optimizor
+
+def test_apply_candidate_changes_config(engine):
+    session, run = engine
+    ev = session.evaluate(session.quantize(run.quant_config))
+    expected = session.candidates(ev)
+    at = goto(new_app(), "ranges")
+    table = at.dataframe[0].value
+    assert [(r["kind"], r["node"]) for r in table.to_dict("records")] == [(c.kind, c.name) for c in expected]
+    picks = [next(i for i, c in enumerate(expected) if c.kind == kind) for kind in ("zero-point", "restore")]
+    at.multiselect(key="cand_pick").set_value(picks).run()
+    at.button(key="cand_apply").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    want = run.quant_config
+    for i in picks:
+        want = want.with_node(expected[i].name, **expected[i].suggestion)
+    assert at.session_state["mrt_config"] == want
+    for i in picks:
+        got = at.session_state["mrt_config"].get_node(expected[i].name)
+        assert all(getattr(got, k) == v for k, v in expected[i].suggestion.items())
+    assert any("Rerun" in m.value for m in at.success)
+    at.button(key="ranges_undo").click().run()
+    assert at.session_state["mrt_config"] == run.quant_config
+
+
+def test_diagnose_shows_engine_local_sqnr(engine):
+    session, run = engine
+    diag = session.diagnose(session.quantize(run.quant_config))
+    at = goto(new_app(), "tune")
+    assert not any("local_sqnr_db" in d.value.columns for d in at.dataframe)   # on demand only
+    at.button(key="diagnose").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(d.value for d in at.dataframe if "local_sqnr_db" in d.value.columns)
+    assert list(table["layer"]) == list(diag)
+    for row in table.to_dict("records"):
+        d = diag[row["layer"]]
+        if math.isfinite(d.local_sqnr_db):
+            assert row["local_sqnr_db"] == pytest.approx(d.local_sqnr_db, abs=1e-3), row["layer"]
+        assert row["iops"] == d.iops
+        assert row["saturation_%"] == pytest.approx(d.saturation * 100, abs=1e-5)
+    ev = session.evaluate(session.quantize(run.quant_config))
+    prop = {l.name: l.sqnr_db for l in ev.layers}
+    for row in table.to_dict("records"):
+        if math.isfinite(prop[row["layer"]]):
+            assert row["propagated_sqnr_db"] == pytest.approx(prop[row["layer"]], abs=1e-3)
+
+
+def _structure(at):
+    return next(d.value for d in at.dataframe if "integer nodes" in d.value.columns).set_index("node")
+
+
+def test_iops_rise_with_channel_wise_and_are_stored(engine):
+    session, run = engine
+    at = goto(new_app(), "tune")
+    base = metrics(at)["IOPs / sample (model's config)"]
+    assert base == f"{session.iops(session.quantize(run.quant_config)):,}"
+    layer_nodes = _structure(at).loc["conv1_fwd", "integer nodes"]
+
+    edit_node(at, "conv1_fwd", granularity="channel-wise", step=2)
+    cfg = run.quant_config.with_node("conv1_fwd", granularity="channel-wise", step=2)
+    now = metrics(at)["IOPs / sample (current config)"]
+    assert now == f"{session.iops(session.quantize(cfg)):,}"
+    assert int(now.replace(",", "")) > int(base.replace(",", ""))
+    split = _structure(at).loc["conv1_fwd"]
+    assert split["integer nodes"] > layer_nodes and split["weight scale"].startswith("per input slice")
+    rerun(at)
+    run_id = at.session_state["mrt_last_run_id"]
+
+    edit_node(at, "conv1_fwd", granularity="output-channel-wise")
+    per_out = _structure(at).loc["conv1_fwd"]
+    assert per_out["weight scale"].startswith("per output channel")
+    assert per_out["integer nodes"] < split["integer nodes"]
+
+    goto(at, "runs")
+    table = at.dataframe[0].value
+    assert table[table["id"] == run_id].iloc[0]["IOPs / sample"] == int(now.replace(",", ""))
+
+
+def test_optimizor_editing_reaches_config():
+    at = goto(new_app(), "tune")
+    edit_node(at, "relu0_fwd", optimizor={"name": "KLDivergence", "bucket_bits": 10, "quant_bits": 8})
+    want = QuantConfig().with_node("relu0_fwd", optimizor={"name": "KLDivergence", "bucket_bits": 10,
+                                                           "quant_bits": 8})
+    assert at.session_state["mrt_config"] == want
+    edit_node(at, "dense0_fwd", optimizor={"name": "OutlierRemoval", "percentile": 0.999})
+    want = want.with_node("dense0_fwd", optimizor={"name": "OutlierRemoval", "percentile": 0.999})
+    assert at.session_state["mrt_config"] == want
+    rerun(at)
+
+
+def test_data_editor_table_edit_reaches_config():
+    """AppTest has no data_editor element; its widget state is set the way the frontend sends it."""
+    at = goto(new_app(), "tune")
+    ver = at.session_state["mrt_editor_version"]
+    row = at.session_state["mrt_loaded"].session.original.op_nodes()
+    idx = [n.name for n in row].index("conv1_fwd")
+    at.session_state[f"editor_{ver}"] = {"edited_rows": {idx: {"granularity": "channel-wise", "step": 4}},
+                                          "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["mrt_config"] == QuantConfig().with_node("conv1_fwd", granularity="channel-wise",
+                                                                     step=4)
+
+
+def test_old_runs_db_is_migrated(studio_home):
+    import sqlite3
+    from app import store
+    studio_home.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(studio_home / "runs.sqlite")
+    conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, model TEXT NOT NULL, "
+                 "config_json TEXT NOT NULL, float_top1 REAL, float_top5 REAL, quant_top1 REAL, quant_top5 REAL, "
+                 "max_precision INTEGER, num_samples INTEGER, seconds REAL, layers_json TEXT NOT NULL)")
+    conn.execute("INSERT INTO runs (created, model, config_json, float_top1, float_top5, quant_top1, quant_top5, "
+                 "max_precision, num_samples, seconds, layers_json) VALUES (1, 'lenet', '{}', 1, 2, 3, 4, 8, 10, 0.5, "
+                 "'[]')")
+    conn.commit()
+    conn.close()
+    assert store.list_runs()[0]["iops"] is None
+    at = goto(new_app(), "tune")
+    rerun(at)
+    goto(at, "runs")
+    table = at.dataframe[0].value
+    assert table.iloc[0]["IOPs / sample"] > 0 and math.isnan(table.iloc[-1]["IOPs / sample"])

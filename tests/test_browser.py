@@ -101,6 +101,9 @@ def test_tune_rerun_in_browser(app_url, tmp_path):
                    .locator('[data-testid="stMetricValue"]')).not_to_have_text("—")
             quant = _metric(page, "Quant top-1")
             assert re.fullmatch(r"\d+\.\d\d%", quant), quant
+            assert re.fullmatch(r"[\d,]+", _metric(page, "IOPs / sample (current config)"))
+            page.get_by_role("button", name="Diagnose").click()
+            expect(page.get_by_text(re.compile(r"Diagnosed in [0-9.]+ s"))).to_be_visible()
             page.screenshot(path=str(shots / "tune.png"), full_page=True)
         finally:
             browser.close()
