@@ -24,7 +24,7 @@ from . import store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = {name: os.path.join(ROOT, "sample_models", name, f"{name}.ini")
-           for name in ("lenet", "resnet", "digits_mlp")}
+           for name in ("lenet", "resnet", "digits_mlp", "efficientnet_lite0")}
 DEFAULT_SAMPLE = "lenet"
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 
 import mxnet as mx
-import numpy as np
+
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

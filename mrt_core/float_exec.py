@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from .errors import ModelError
 from .graph import Graph, Node
-
-FLOAT_KERNELS: dict[str, Callable] = {}  # ops that mx.nd lacks or that need special care
-
 
 def mx_call(node: Node, inputs: list):
     import mxnet as mx
@@ -44,8 +41,7 @@ def run_float(graph: Graph, feeds: dict[str, np.ndarray], keep: Iterable[str] | 
             value = mx.nd.array(src, dtype=dtype)
         else:
             args = [values[i] for i in node.inputs]
-            kernel = FLOAT_KERNELS.get(node.op)
-            value = kernel(node, args) if kernel else mx_call(node, args)
+            value = mx_call(node, args)
             for i in node.inputs:  # free what no later node needs, so memory stays per-layer
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in keep_set:

@@ -123,16 +123,10 @@ class Graph:
                 users[name].append(node.name)
         return users
 
-    def descendants(self, names: Iterable[str]) -> set[str]:
-        """The given nodes and every node that (transitively) consumes them."""
-        users = self.consumers()
-        seen, todo = set(), list(names)
-        while todo:
-            name = todo.pop()
-            if name not in seen:
-                seen.add(name)
-                todo.extend(users[name])
-        return seen
+    def descendants(self, name: str) -> set[str]:
+        """Every node that (transitively) consumes `name`: what a change at `name` re-executes."""
+        import networkx as nx
+        return nx.descendants(self.to_networkx(), name)
 
     def param_count(self) -> int:
         return int(sum(p.size for p in self.params.values()))

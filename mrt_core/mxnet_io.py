@@ -126,12 +126,6 @@ def load_mxnet(model_dir: str, model_name: str) -> Graph:
     return graph_from_json(text, params, aux, source=sym_path)
 
 
-def load_mxnet_files(sym_path: str, params_path: str) -> Graph:
-    params, aux = load_params(params_path)
-    with open(sym_path) as f:
-        return graph_from_json(f.read(), params, aux, source=sym_path)
-
-
 def graph_to_json(graph: Graph) -> str:
     index = {name: i for i, name in enumerate(graph.nodes)}
     nodes = []

@@ -270,7 +270,7 @@ def _channel_split(ctx, node, w, attrs, groups, step):
     ndim = len(ctx.shapes[node.name])
     out_ch, per_group_in = w.shape[0], w.shape[1]
     per_group_out = out_ch // groups
-    partials, weight_scales = [], []
+    partials, weight_scales, bounds = [], [], []
     for g in range(groups):
         partials.append([])
         for start in range(0, per_group_in, step):
@@ -288,10 +288,19 @@ def _channel_split(ctx, node, w, attrs, groups, step):
             y = _linear_product(ctx, node, xq, ws, part_attrs, w_name, None, tag=tag)
             weight_scales.append(y.scale / xq.scale)
             partials[g].append(y)
+            # partial sums can exceed the final output (they cancel when added): bound each from the
+            # calibrated input channel ranges and the weights, max over output channels
+            x_abs = ctx.features[x_name].channel_absmax[lo:hi].astype(np.float64)
+            w_abs = np.abs(ws).reshape(ws.shape[0], ws.shape[1], -1).sum(axis=2)
+            bounds.append(float((w_abs * x_abs).sum(axis=1).max()))
     scales = {float(y.scale) for ys in partials for y in ys}
     if len(scales) > 1:  # quantize_scale: partial sums at different scales meet at one
-        merge_scale, mp = _merge_scale(ctx, node), ctx.settings.merge_precision
-        partials = [[ctx.realize(y, merge_scale, mp, tag="merge", ndim=ndim) for y in ys] for ys in partials]
+        mp = ctx.settings.merge_precision
+        out_abs = max(abs(v) for v in ctx.value_range(node.name))
+        merge_scale = qm.symmetric_scale(max(bounds + [out_abs]), mp)
+        flat = iter(bounds)
+        partials = [[ctx.realize(y, merge_scale, mp, tag="merge", ndim=ndim, absmax=next(flat)) for y in ys]
+                    for ys in partials]
     else:
         merge_scale = scales.pop()
     group_outputs = []

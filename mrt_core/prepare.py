@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ModelError
-from .float_exec import infer_shapes, run_float
+from .float_exec import infer_shapes
 from .graph import Graph, GraphBuilder, Node, rewrite
 
 _SOFTMAX_OPS = {"softmax", "SoftmaxOutput", "SoftmaxActivation", "log_softmax"}
@@ -162,13 +162,3 @@ def prepare(graph: Graph) -> Graph:
         graph = step(graph)
     infer_shapes(graph)  # every node must have a shape; fails naming the node otherwise
     return graph
-
-
-def max_relative_difference(a: Graph, b: Graph, feeds: dict[str, np.ndarray]) -> float:
-    """For tests and checks: how far two graphs' outputs are apart on the same data."""
-    ya, yb = run_float(a, feeds), run_float(b, feeds)
-    worst = 0.0
-    for oa, ob in zip(a.outputs, b.outputs):
-        x, y = ya[oa].asnumpy(), yb[ob].asnumpy()
-        worst = max(worst, float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12)))
-    return worst

@@ -8,7 +8,6 @@ The per-op rules live in `ops.py`; this module holds the shared machinery.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -364,7 +363,3 @@ def validate_config(graph: Graph, config: QuantConfig) -> None:
             close = sorted(n for n in known if name.lower() in n.lower() or n.lower() in name.lower())[:5]
             hint = f" (similar: {', '.join(close)})" if close else ""
             raise ConfigError(f"config names node '{name}', which is not in the model{hint}")
-
-
-def fingerprint_array(a: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=12).hexdigest() + str(a.shape)

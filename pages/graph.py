@@ -62,6 +62,9 @@ node = g.nodes[name]
 c1, c2 = st.columns(2)
 with c1:
     st.markdown(f"**{name}** — `{node.op}`; inputs: " + ", ".join(f"`{i}`" for i in node.inputs))
+    downstream = [n for n in g.descendants(name) if g.nodes[n].op != "null"]
+    st.caption(f"A change here re-executes this node and the {len(downstream)} op nodes downstream of it; "
+               f"everything upstream comes from the cache.")
     st.markdown("**Attributes**")
     st.json(node.attrs or {})
     st.markdown("**Config**")

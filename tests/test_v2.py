@@ -1,5 +1,7 @@
 """MRT V2: affine zero points, channel-wise / output-channel-wise / group-wise granularity, per-node config,
 restoration, candidates and cost — each checked against a float reference or a hand-computed case."""
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -11,7 +13,6 @@ from mrt_core.errors import ConfigError
 from mrt_core.graph import Graph, Node
 from mrt_core.int_exec import check_integers, run_int
 from mrt_core.mxnet_io import load_mxnet
-from mrt_core.prepare import prepare
 from mrt_core.qconfig import NodeConfig, QuantConfig
 from mrt_core.quantize import quantize
 from mrt_core.session import Session
@@ -37,7 +38,8 @@ def _float_op(g, x):
     return getattr(mx.nd, node.op)(xs, mx.nd.array(g.params["w"]), **node.op_attrs()).asnumpy()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("MRT_PROPERTY_EXAMPLES", 60)), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(op=st.sampled_from(["Convolution", "FullyConnected"]),
        channels=st.integers(1, 7), out=st.integers(1, 4), size=st.integers(3, 6),
        x_type=st.sampled_from(["UniformSymmetric", "UniformAffine"]),
