@@ -17,12 +17,14 @@ over all views (test + calibration samples under the 4 views of Session.fidelity
 the same construction for the peer); mean logit cosine on the views; calibration + quantization seconds;
 evaluation seconds per 100 labelled images (ours: exact integer inference, outputs only); peak resident
 memory of the step (the kernel's high-water mark, reset before each step via /proc/self/clear_refs; the
-process-wide peak is printed at the end). A peer method that fails shows its error in its row.
+process-wide peak is printed at the end; "base MB" is the resident memory the step started from —
+the session and caches of the model stay alive across its rows, earlier models are freed). A peer method that fails shows its error in its row.
 For EfficientNet-Lite0 the targets of the recommended preset are checked after the table.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import resource
@@ -72,6 +74,22 @@ def peak_mb() -> float:
         pass
     _PROCESS_PEAK[0] = max(_PROCESS_PEAK[0], value)
     return value
+
+
+def rss_mb() -> float:
+    """The resident memory now (MB): what a step's peak starts from."""
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(r"VmRSS:\s+(\d+)\s+kB", f.read())
+        return int(m.group(1)) / 1024 if m else float("nan")
+    except OSError:
+        return float("nan")
+
+
+def start_step() -> float:
+    gc.collect()
+    reset_peak()
+    return rss_mb()
 
 
 # ---------------------------------------------------------------- data
@@ -150,10 +168,10 @@ def peer_quantize(session: Session, sym, arg_params, aux_params, calib_mode: str
 
 # ---------------------------------------------------------------- rows
 
-COLS = [("model", 18, "s"), ("method", 10, "s"), ("fl top1", 7, ".1f"), ("fl top5", 7, ".1f"),
+COLS = [("model", 25, "s"), ("method", 10, "s"), ("fl top1", 7, ".1f"), ("fl top5", 7, ".1f"),
         ("q top1", 6, ".1f"), ("q top5", 6, ".1f"), ("agr lab", 7, ".1f"), ("agr view", 8, ".1f"),
         ("n view", 6, "d"), ("cos view", 8, ".4f"), ("cal+q s", 7, ".2f"), ("s/100img", 8, ".3f"),
-        ("peak MB", 7, ".0f")]
+        ("base MB", 7, ".0f"), ("peak MB", 7, ".0f")]
 
 
 def fmt_row(values: dict) -> str:
@@ -174,8 +192,7 @@ def per100(seconds: float, n: int) -> float:
 
 def bench_model(name: str, results: list, details: dict):
     ini = os.path.join(ROOT, "sample_models", name, f"{name}.ini")
-    label = name
-    reset_peak()
+    base = start_step()
     session, run = Session.from_ini(ini)
     session.features()
     t_cal = session.seconds["prepare"] + session.seconds["calibrate"]
@@ -197,14 +214,15 @@ def bench_model(name: str, results: list, details: dict):
     f1, f5 = topk(fl, y, 1), topk(fl, y, 5)
     results.append({"model": label, "method": "float", "fl top1": f1, "fl top5": f5, "q top1": f1, "q top5": f5,
                     "agr lab": 100.0, "agr view": 100.0, "n view": len(xv), "cos view": 1.0,
-                    "s/100img": per100(t_float, len(x)), "peak MB": peak_mb()})
+                    "s/100img": per100(t_float, len(x)), "base MB": base, "peak MB": peak_mb(),
+                    "note": "includes loading, preparing and calibrating the session"})
     details[name] = {"float_s": t_float, "session": session, "n": len(x)}
 
     # (b), (c) this product
     for method, make in (("mrt-def", lambda: QuantConfig()), ("mrt-rec", session.recommended_config)):
         row = {"model": label, "method": method}
         try:
-            reset_peak()
+            row["base MB"] = start_step()
             t = time.perf_counter()
             cfg = make()
             model = session.quantize(cfg)
@@ -235,7 +253,7 @@ def bench_model(name: str, results: list, details: dict):
     for mode in PEER_MODES:
         row = {"model": label, "method": f"mx-{mode}"}
         try:
-            reset_peak()
+            row["base MB"] = start_step()
             t = time.perf_counter()
             qsym, qargs, qaux = peer_quantize(session, sym, arg_params, aux_params, mode)
             runner = Runner(qsym, qargs, qaux, session.input_name, sample_shape, batch)
@@ -314,6 +332,10 @@ def main(argv: list[str]):
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc(file=sys.stderr)
             results.append({"model": name, "method": "-", "note": f"FAILED: {type(exc).__name__}: {exc}"})
+        if name != "efficientnet_lite0" and name in details:  # free the model before the next one
+            details[name].pop("session", None)
+            for method in ("mrt-def", "mrt-rec"):
+                details[name].get(method, {}).pop("ev", None)
         print(f"[{name} done]", file=sys.stderr, flush=True)
     print(" ".join(f"{k:<{w}s}" if s == "s" else f"{k:>{w}s}" for k, w, s in COLS))
     for r in results:

@@ -81,13 +81,21 @@ class ErrorStats:
         self.signal = self.noise = self.dot = self.got_sq = self.max_abs = 0.0
 
     def add(self, ref: np.ndarray, got: np.ndarray) -> "ErrorStats":
-        r, g = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+        # float32 arrays, float64 sums per chunk: BLAS speed, and chunks keep float32 rounding small
+        r, g = ref.astype(np.float32).ravel(), got.astype(np.float32).ravel()
         diff = r - g
-        self.signal += float(r @ r)
-        self.noise += float(diff @ diff)
-        self.dot += float(r @ g)
-        self.got_sq += float(g @ g)
+        for a, b, attr in ((r, r, "signal"), (diff, diff, "noise"), (r, g, "dot"), (g, g, "got_sq")):
+            total = sum(float(np.dot(a[i:i + 65536], b[i:i + 65536])) for i in range(0, a.size, 65536))
+            setattr(self, attr, getattr(self, attr) + total)
         self.max_abs = max(self.max_abs, float(np.abs(diff).max()) if diff.size else 0.0)
+        return self
+
+    def merge(self, other: "ErrorStats") -> "ErrorStats":
+        self.signal += other.signal
+        self.noise += other.noise
+        self.dot += other.dot
+        self.got_sq += other.got_sq
+        self.max_abs = max(self.max_abs, other.max_abs)
         return self
 
     @property
@@ -125,6 +133,7 @@ class Session:
         self._features: dict[str, Features] | None = None
         self._float_cache: dict[int, dict[str, np.ndarray]] = {}
         self._int_cache: dict = {}
+        self._stats_cache: dict = {}  # (batch, fingerprint, scale, offset) -> that batch's ErrorStats
 
     @classmethod
     def from_config(cls, run: RunConfig) -> "Session":
@@ -186,6 +195,7 @@ class Session:
         keep = {model.values[p].name for p in layer_nodes.values()} | set(model.graph.outputs)
         fps = fingerprints(model)
         new_cache: dict = {}
+        new_stats: dict = {}
         stats = {orig: ErrorStats() for orig in layer_nodes}
         float_logits, quant_logits, labels = [], [], []
         batches = self.eval_batches()
@@ -198,7 +208,11 @@ class Session:
             for n in keep:
                 new_cache[(k, fps[n])] = ivals[n]
             for orig, p in layer_nodes.items():
-                stats[orig].add(fvals[p], self.dequantized(model, p, ivals))
+                qt = model.values[p]
+                key = (k, fps[qt.name], np.asarray(qt.scale).tobytes(), qt.offset)
+                part = self._stats_cache.get(key) or ErrorStats().add(fvals[p], self.dequantized(model, p, ivals))
+                new_stats[key] = part  # an unchanged integer value has unchanged error: not recomputed
+                stats[orig].merge(part)
             out = prep.outputs[0]
             float_logits.append(fvals[out])
             quant_logits.append(self.dequantized(model, out, ivals))
@@ -206,6 +220,7 @@ class Session:
             if progress:
                 progress((i + 1) / len(batches))
         self._int_cache = new_cache  # keep only this run's values: the next toggle reuses them
+        self._stats_cache = new_stats
         fl, ql, lab = np.concatenate(float_logits), np.concatenate(quant_logits), np.concatenate(labels)
         layers = []
         for orig, p in layer_nodes.items():
@@ -243,7 +258,7 @@ class Session:
         v = ivals[qt.name]
         if qt.is_float:
             return v
-        return v / qt.scale + qt.offset
+        return v.astype(np.float32) * np.float32(1.0 / qt.scale) + np.float32(qt.offset)
 
     # ---- diagnosis (mrt_core.analysis), here so the app has one object to talk to
     def diagnose(self, model: QuantizedModel, max_samples: int = 256):
