@@ -61,6 +61,10 @@ def run(args) -> int:
     if args.preset != "default":
         print(f"preset {args.preset}: " + (", ".join(f"{k}={_short(v)}" for k, v in sorted(config.items())) or "nothing"))
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
+    if args.export:
+        from .export import export_quantized
+        paths = export_quantized(model, args.export, run_cfg.model_name + "_int")
+        print("exported: " + ", ".join(paths))
     if args.json:
         out = {
             "model": run_cfg.model_name, "float_top1": ev.float_top1, "float_top5": ev.float_top5,
@@ -85,6 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", choices=("default", "recommended"), default="default",
                    help="recommended: apply the candidate discovery's suggestions (per-channel/group-wise weights, "
                         "affine for one-sided ranges); default: MRT's plain layer-wise settings")
+    p.add_argument("--export", metavar="DIR", help="write the integer-only model (JSON + params + scales) here")
     p.add_argument("--fidelity-views", action="store_true",
                    help="also report agreement with the float model over all samples and augmented views")
     args = parser.parse_args(argv)

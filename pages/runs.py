@@ -115,6 +115,14 @@ if ini is not None:
 if d3.button("Load this config into Tune", key="load_cfg", disabled=cfg is None or r["model"] != state.loaded().label):
     state.set_config(cfg)
     st.success(f"Run #{d_id}'s config is now the current config; Rerun it on the Tune page.")
+if cfg is not None and r["model"] == state.loaded().label:
+    try:  # quantizing is milliseconds: build the integer-only model of this run's config for download
+        from mrt_core.export import export_zip
+        blob = export_zip(state.session().quantize(cfg), state.loaded().label.replace("/", "_"))
+        st.download_button("Quantized model (.zip: JSON + params + scales)", blob,
+                           file_name=f"run{d_id}_quantized.zip", mime="application/zip", key="dl_model")
+    except MRTError as exc:
+        st.info(f"No integer-only model for this run: {exc}")
 if st.button("Delete this run", key="delete_run"):
     store.delete_run(d_id)
     st.rerun()

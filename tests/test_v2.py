@@ -264,3 +264,23 @@ def test_candidates_name_nodes_with_reasons():
     assert relu_inputs and relu_inputs[0].score == pytest.approx(0.5, abs=0.01)  # [0, max]: half unused
     for c in cands:
         session.quantize(QuantConfig().with_node(c.name, **c.suggestion))  # every suggestion is valid
+
+
+def test_export_integer_model_round_trips_and_refuses_restored(tmp_path):
+    from mrt_core.errors import QuantizeError
+    from mrt_core.export import export_quantized
+    from mrt_core.int_exec import run_int
+    from mrt_core.mxnet_io import load_mxnet
+    session, _ = Session.from_ini(sample_ini("digits_mlp"))
+    model = session.quantize()
+    export_quantized(model, str(tmp_path), "m_int")
+    g = load_mxnet(str(tmp_path), "m_int")
+    assert [n.op for n in g.op_nodes()] == [n.op for n in model.graph.op_nodes()]
+    for name, value in g.params.items():
+        assert np.array_equal(value, model.graph.params[name]) and np.all(value == np.round(value))
+    x = session.dataset.x_test[:16]
+    reloaded = type(model)(g, model.precision, model.values, model.input_scales, model.reports, set(), model.settings)
+    assert np.array_equal(run_int(reloaded, {"data": x})[g.outputs[0]], run_int(model, {"data": x})[g.outputs[0]])
+    last = session.original.op_nodes()[-1].name
+    with pytest.raises(QuantizeError, match=last):
+        export_quantized(session.quantize(QuantConfig().with_node(last, restore=True)), str(tmp_path), "r")
