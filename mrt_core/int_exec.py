@@ -184,7 +184,7 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
     """Run the integer graph on float `feeds` (quantized here with the model's input scales).
 
     Integer values are int32 numpy arrays, restored (float) ones float32. keep: "outputs", "all" or names.
-    strict: verify that every value MXNet computes is an exact integer (the checker uses it).
+    strict: run the checker on every value as it is computed (and verify MXNet's results are exact integers).
     overrides: node -> value to use instead of computing it (local error feeds float-model inputs this way).
     cache: (cache_tag, fingerprint) -> value from earlier runs on the same data; a node found there is
     not recomputed, and neither is anything only it needed."""
@@ -222,6 +222,8 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in keep_set:
                     values.pop(i, None)
+        if strict and node.op != "null":
+            check_integers(model, {node.name: value})  # as it is made, so nothing needs keeping for the check
         values[node.name] = value
         if node.name in keep_set:
             result[node.name] = value
