@@ -28,13 +28,13 @@ except MRTError as exc:
     st.error(f"The default model could not be loaded: {exc}")
     st.stop()
 
-with st.sidebar:
+summary = st.sidebar.empty()  # filled after the page ran, so it shows what the page just did
+nav.run()
+
+with summary.container():
     lo = state.loaded()
     ev = state.last_eval()
     st.caption("MRT Studio")
     st.markdown(f"**Model:** `{lo.label}`")
     st.markdown(f"**Float top-1:** {ev.float_top1:.2f}%  \n**Quant top-1:** {ev.quant_top1:.2f}%")
-    n_changed = len(state.config())
-    st.markdown(f"**Nodes configured:** {n_changed}")
-
-nav.run()
+    st.markdown(f"**Nodes configured:** {len(state.config())}")

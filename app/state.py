@@ -41,6 +41,11 @@ class Loaded:
 
 
 def _finish(key: str, label: str, session: Session, config: QuantConfig, source: dict) -> Loaded:
+    # ops without an integer rule start restored (float), so the model loads and the rest can be tuned
+    for name, reason in session.unsupported_nodes().items():
+        if not config.get_node(name).restore:
+            config = config.with_node(name, restore=True)
+            source.setdefault("restored_unsupported", {})[name] = reason
     session.features()
     baseline = session.evaluate(session.quantize(config))
     return Loaded(key, label, session, config, baseline, source)

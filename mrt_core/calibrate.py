@@ -101,7 +101,9 @@ def calibrate(graph: Graph, x_calib: np.ndarray, batch: int, num_batches: int | 
             arr = value.asnumpy()
             if not np.isfinite(arr).all():
                 node = graph.nodes[name]
-                raise MRTError(f"{node.describe()} produced NaN or inf on calibration batch {k}")
+                user = graph.origin.get(name, name)
+                raise MRTError(f"{node.describe()}, made from your node '{user}', produced NaN or inf on "
+                               f"calibration batch {k} (check its weights and inputs)")
             features[name].update(arr, rng)
         if progress:
             progress((k + 1) / len(chunks))

@@ -36,6 +36,8 @@ def run(args) -> int:
         # the preset fills in what the config file leaves at its default; the file's own entries win
         config = type(config)({**session.recommended_config(), **config})
     model = session.quantize(config)
+    for warning in model.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     quantize_seconds = time.perf_counter() - t
     t = time.perf_counter()
     ev = session.evaluate(model, check=True)
@@ -70,7 +72,8 @@ def run(args) -> int:
             "model": run_cfg.model_name, "float_top1": ev.float_top1, "float_top5": ev.float_top5,
             "quant_top1": ev.quant_top1, "quant_top5": ev.quant_top5, "max_precision": ev.max_precision,
             "num_samples": ev.num_samples, "seconds": seconds, "fidelity": fid, "fidelity_views": views,
-            "preset": args.preset, "config": json.loads(config.to_json()),
+            "preset": args.preset, "config": json.loads(config.to_json()), "warnings": model.warnings,
+            "dataset": session.dataset.name, "integer_check": "passed",
             "layers": [{"name": l.name, "op": l.op, "precision": l.precision,
                         "sqnr_db": None if math.isinf(l.sqnr_db) else l.sqnr_db, "cosine": l.cosine,
                         "max_abs_error": l.max_abs, "restored": l.restored} for l in ev.layers],
@@ -87,8 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("config")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.add_argument("--preset", choices=("default", "recommended"), default="default",
-                   help="recommended: apply the candidate discovery's suggestions (per-channel/group-wise weights, "
-                        "affine for one-sided ranges); default: MRT's plain layer-wise settings")
+                   help="recommended: apply the candidate discovery's weight-scale suggestions (per-output-channel / "
+                        "group-wise weights); default: MRT's plain layer-wise settings")
     p.add_argument("--export", metavar="DIR", help="write the integer-only model (JSON + params + scales) here")
     p.add_argument("--fidelity-views", action="store_true",
                    help="also report agreement with the float model over all samples and augmented views")

@@ -35,13 +35,16 @@ class RunConfig:
     eval_num: int | None = None
 
 
-def _int(section: str, key: str, text: str, default=None):
+def _int(section: str, key: str, text: str, default=None, minimum: int | None = None):
     if text.strip() == "":
         return default
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise ConfigError(f"[{section}] {key}={text!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"[{section}] {key}={value} must be at least {minimum}")
+    return value
 
 
 def load_run_config(path: str) -> RunConfig:
@@ -75,6 +78,8 @@ def load_run_config(path: str) -> RunConfig:
         lam = float(lam) if lam else None
     except ValueError:
         raise ConfigError(f"{path}: [CALIBRATION] Lambda={lam!r} is not a number") from None
+    if lam is not None and not lam > 0:
+        raise ConfigError(f"{path}: [CALIBRATION] Lambda={lam} must be positive")
     dataset_dir = get("CALIBRATION", "Dataset_dir").strip()
     qcfg = QuantConfig.from_mrt(get("QUANTIZATION", "Cfg_groups") + "," + get("CALIBRATION", "Cfg_groups", ""),
                                 get("QUANTIZATION", "Restore_name"))
@@ -90,8 +95,8 @@ def load_run_config(path: str) -> RunConfig:
         model_dir=os.path.join(base, os.path.expanduser(os.path.expandvars(get("DEFAULT", "Model_dir", ".")))),
         model_name=get("DEFAULT", "Model_name"),
         input_shape=shape,
-        calib_batch=_int("CALIBRATION", "Batch", get("CALIBRATION", "Batch"), 16),
-        calib_num=_int("CALIBRATION", "Calibrate_num", get("CALIBRATION", "Calibrate_num"), 1),
+        calib_batch=_int("CALIBRATION", "Batch", get("CALIBRATION", "Batch"), 16, 1),
+        calib_num=_int("CALIBRATION", "Calibrate_num", get("CALIBRATION", "Calibrate_num"), 1, 1),
         lambda_=lam,
         dataset=get("CALIBRATION", "Dataset", "mnist5k").strip(),
         dataset_dir=os.path.join(base, dataset_dir) if dataset_dir else None,
@@ -101,6 +106,6 @@ def load_run_config(path: str) -> RunConfig:
             shift_bits=_int("QUANTIZATION", "Shift_bits", get("QUANTIZATION", "Shift_bits"), 5),
             default_lambda=lam),
         quant_config=qcfg,
-        eval_batch=_int("EVALUATION", "Batch", get("EVALUATION", "Batch"), 500),
-        eval_num=_int("EVALUATION", "Iter_num", get("EVALUATION", "Iter_num"), None),
+        eval_batch=_int("EVALUATION", "Batch", get("EVALUATION", "Batch"), 500, 1),
+        eval_num=_int("EVALUATION", "Iter_num", get("EVALUATION", "Iter_num"), None, 1),
     )

@@ -195,9 +195,9 @@ def _load_npz(path: str, _mtime_ns: int, _size: int) -> Dataset:
         data = np.load(path, allow_pickle=False)
     except Exception as e:  # bad zip, not an npz, pickled objects, ...
         raise DatasetError(f"cannot read npz file {path}: {e}") from e
+    if not hasattr(data, "files"):
+        raise DatasetError(f"{path} is a single .npy array, not an .npz archive")
     with data:
-        if not hasattr(data, "files"):
-            raise DatasetError(f"{path} is a single .npy array, not an .npz archive")
         arrays = {}
         for key in NPZ_KEYS:
             if key not in data.files:

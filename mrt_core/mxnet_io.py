@@ -40,7 +40,8 @@ def load_params(path: str) -> tuple[dict[str, np.ndarray], set[str]]:
     try:
         raw = mx.nd.load(path)
     except Exception as exc:  # MXNet raises MXNetError with a C++ backtrace; keep the first line
-        raise ModelError(f"cannot read params file {path}: {str(exc).splitlines()[0]}") from None
+        lines = [l.strip() for l in str(exc).splitlines() if l.strip() and not l.strip().startswith(("File", "Traceback", "["))]
+        raise ModelError(f"cannot read params file {path}: {lines[-1] if lines else 'not an MXNet params file'}") from None
     if isinstance(raw, list) and not raw:
         raw = {}  # MXNet reads an empty dict back as an empty list
     if not isinstance(raw, dict):

@@ -37,6 +37,17 @@ def get_rule(node: Node):
     return fn
 
 
+def unsupported(node: Node) -> str | None:
+    """Why `node` has no integer rule (None when it has one)."""
+    if node.op not in RULES:
+        return f"op '{node.op}' has no integer rule"
+    if node.op == "Activation" and node.attr("act_type") != "relu":
+        return f"Activation(act_type={node.attr('act_type')}) has no integer rule"
+    if node.op == "Pooling" and node.attr("pool_type", "max") not in ("max", "sum"):
+        return f"pool_type '{node.attr('pool_type')}' has no integer rule"
+    return None
+
+
 def _input(ctx: QuantContext, name: str) -> QTensor:
     """An activation input as an integer tensor (a restored producer's float value gets quantized)."""
     if name in ctx.graph.params:
@@ -58,6 +69,7 @@ def _same_scale(ctx, node, op, attrs):
     cfg = ctx.node_config(node.name)
     if cfg.granularity != "channel-wise":
         return QTensor(ctx.emit(node.name, op, [x.name], x.precision, **attrs), x.scale, x.precision)
+    ctx.node_config(node.name, "granularity")
     channels = ctx.shapes[node.inputs[0]][1]
     parts = []
     for start in range(0, channels, cfg.step):
@@ -199,6 +211,8 @@ def _linear_product(ctx: QuantContext, node: Node, x: QTensor, w: np.ndarray, at
     """Ye = op(Xq, Wq) [+ zp_w * op(Xq, 1)] [+ offset_x * sum(W)] at scale sx * sw (sw per channel or not)."""
     po = ctx.settings.output_precision
     w_type = ctx.node_config(w_name).quant_type
+    if w_type != "UniformSymmetric":
+        ctx.node_config(w_name, "quant_type")
     wq, sw, zw = ctx.quantize_weight(f"{node.name}{tag}.weight", w, po, w_type, weight_groups)
     pw = po + 1 if w_type == "UniformAffine" else po
     ctx.precision[wq] = pw
@@ -248,12 +262,14 @@ def linear(ctx, node):
     ndim = len(ctx.shapes[node.name])
     ctx.extra = {"weight_scale": None}
     if cfg.granularity == "channel-wise":
+        ctx.node_config(node.name, "granularity")
         return _channel_split(ctx, node, w, attrs, groups, cfg.step)
     x = ctx.requantize(ctx.values[x_name], x_name)
     if cfg.granularity == "layer-wise" or (cfg.granularity == "group-wise" and groups == 1):
         y = _linear_product(ctx, node, x, w, attrs, w_name, None)
         ctx.extra["weight_scale"] = y.scale / x.scale
         return y
+    ctx.node_config(node.name, "granularity")
     block = w.shape[0] // groups if cfg.granularity == "group-wise" else 1
     y = _linear_product(ctx, node, x, w, attrs, w_name, block)
     ctx.extra["weight_scale"] = np.asarray(y.scale) / x.scale

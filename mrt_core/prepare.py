@@ -63,6 +63,11 @@ def fold_batchnorm(graph: Graph) -> Graph:
         p = b.params
         if not all(k in p for k in (gamma, beta, mean, var)):
             raise ModelError(f"{node.describe()}: its gamma/beta/mean/var must be params")
+        channels = shapes[x][1]
+        for role, name in (("gamma", gamma), ("beta", beta), ("moving mean", mean), ("moving var", var)):
+            if p[name].size != channels:
+                raise ModelError(f"{node.describe()}: its {role} '{name}' has shape {p[name].shape}, the input "
+                                 f"has {channels} channels")
         g = np.ones_like(p[gamma]) if node.attr("fix_gamma", True) else p[gamma]
         a = (g / np.sqrt(p[var].astype(np.float64) + node.attr("eps", 1e-3))).astype(np.float64)
         shift = p[beta] - p[mean] * a

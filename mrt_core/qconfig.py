@@ -65,12 +65,33 @@ class NodeConfig:
         if extra:
             raise ConfigError(f"{where}: optimizor {name} has no attribute {', '.join(sorted(extra))} "
                               f"(it takes {', '.join(sorted(OPTIMIZOR_ATTRS[name])) or 'none'})")
+        for key, value in self.optimizor.items():
+            if key != "name":
+                _check_attr(where, name, key, value)
         if not isinstance(self.restore, bool):
             raise ConfigError(f"{where}: restore must be true or false, got {self.restore!r}")
         return self
 
     def is_default(self) -> bool:
         return self == NodeConfig()
+
+
+# optimizor attribute -> (type, low, high, inclusive high): the ranges where each one means something
+_ATTR_RANGES = {
+    "lambda": (float, 0.0, 1e6, True), "c": (float, 0.0, 1.0, True),
+    "percentile": (float, 0.0, 50.0, False), "bucket_bits": (int, 4, 16, True), "quant_bits": (int, 2, 16, True),
+}
+
+
+def _check_attr(where: str, optimizor: str, key: str, value) -> None:
+    kind, low, high, inclusive = _ATTR_RANGES[key]
+    ok_type = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise ConfigError(f"{where}: {optimizor} {key} must be {'an integer' if kind is int else 'a number'}, "
+                          f"got {value!r}")
+    if not (low < value if kind is float else low <= value) or not (value <= high if inclusive else value < high):
+        raise ConfigError(f"{where}: {optimizor} {key}={value} is outside its range "
+                          f"({low}, {high}{']' if inclusive else ')'}")
 
 
 _FIELDS = {"granularity", "ichannel", "step", "quant_type", "optimizor", "restore"}

@@ -52,6 +52,7 @@ class QuantizedModel:
     reports: dict[str, NodeReport]
     float_nodes: set[str]                         # integer-graph nodes that compute in float (restored)
     settings: Settings
+    warnings: list = field(default_factory=list)  # configured settings that no node used, and why
 
     @property
     def max_precision(self) -> int:
@@ -76,20 +77,52 @@ class QuantContext:
         self.current: Node | None = None
         self.current_nodes: list[str] = []
         self.scale_error = 0.0
+        self.used: dict[str, set] = {}
+        self.aliases = folded_aliases(graph, config)
 
     # ---- configuration lookups (users configure the names of their original model)
-    def node_config(self, prepared_name: str) -> NodeConfig:
-        return self.config.get_node(self.graph.origin.get(prepared_name, prepared_name))
+    def _node_key(self, prepared_name: str) -> str | None:
+        """The config entry governing a prepared node's own settings (restore, granularity): its origin's,
+        else that of a user node folded or dropped into it (a BatchNorm folded into its Convolution)."""
+        origin = self.graph.origin.get(prepared_name, prepared_name)
+        if origin in self.config:
+            return origin
+        return self.aliases.get(origin)
 
-    def tensor_config(self, prepared_name: str) -> NodeConfig:
-        """How a tensor is quantized: the config of the original node whose value it is, else its origin's."""
+    def node_config(self, prepared_name: str, field: str | None = None) -> NodeConfig:
+        key = self._node_key(prepared_name)
+        if key is None:
+            return NodeConfig()
+        if field:
+            self.note(key, field)
+        return self.config[key]
+
+    def _tensor_key(self, prepared_name: str) -> str | None:
         for orig, name in self.graph.value_of.items():
             if name == prepared_name and orig in self.config:
-                return self.config[orig]
-        return self.node_config(prepared_name)
+                return orig
+        key = self._node_key(prepared_name)
+        node = self.graph.nodes[prepared_name]
+        if key is None and node.op in INHERITS_QUANTIZATION and node.inputs:
+            return self._tensor_key(node.inputs[0])  # relu/pad/pool keep the quantization of what they pass on
+        return key
+
+    def tensor_config(self, prepared_name: str, field: str | None = None) -> NodeConfig:
+        """How a tensor is quantized for its consumers: the config of the user's node whose value it is,
+        else its origin's, else (through relu, pad, max pooling, flatten) that of the tensor it passes on."""
+        key = self._tensor_key(prepared_name)
+        if key is None:
+            return NodeConfig()
+        if field:
+            self.note(key, field)
+        return self.config[key]
+
+    def note(self, key: str, field: str) -> None:
+        """Record that a configured field took effect (what never does is reported as a warning)."""
+        self.used.setdefault(key, set()).add(field)
 
     def value_range(self, prepared_name: str) -> tuple[float, float]:
-        spec = self.tensor_config(prepared_name).optimizor
+        spec = self.tensor_config(prepared_name, "optimizor").optimizor
         if spec == {"name": "HistoricalValue"} and self.settings.default_lambda is not None:
             spec = {"name": "HistoricalValue", "lambda": self.settings.default_lambda}
         return optimized_range(self.features[prepared_name], spec)
@@ -187,7 +220,7 @@ class QuantContext:
         producer's config says (symmetric or affine, with its optimizor). `channels` restricts the range
         to a slice of the channel axis (channel-wise granularity)."""
         precision = precision or self.settings.output_precision
-        cfg = self.tensor_config(producer)
+        cfg = self.tensor_config(producer, "quant_type")
         if channels is not None:
             f = self.features[producer]
             if f.channel_min is None:
@@ -327,6 +360,8 @@ def quantize(graph: Graph, features: dict[str, Features], config: QuantConfig | 
             continue
         ctx.begin(node)
         restored = ctx.node_config(node.name).restore
+        if restored:
+            ctx.note(ctx._node_key(node.name), "restore")
         out = restore_rule(ctx, node) if restored else get_rule(node)(ctx, node)
         ctx.finish(node, out, restored=restored)
     outputs = []
@@ -334,7 +369,8 @@ def quantize(graph: Graph, features: dict[str, Features], config: QuantConfig | 
         outputs.append(ctx.values[name].name)
     int_graph = Graph(ctx.nodes, ctx.params, outputs)
     int_graph.input_shapes = dict(graph.input_shapes)
-    return QuantizedModel(int_graph, ctx.precision, ctx.values, input_scales, ctx.reports, ctx.float_nodes, settings)
+    return QuantizedModel(int_graph, ctx.precision, ctx.values, input_scales, ctx.reports, ctx.float_nodes, settings,
+                          unused_settings(graph, config, ctx.used, ctx.aliases))
 
 
 def restore_rule(ctx: QuantContext, node: Node) -> QTensor:
@@ -353,6 +389,45 @@ def restore_rule(ctx: QuantContext, node: Node) -> QTensor:
             inputs.append(ctx.dequantize(ctx.values[name]))
     out = ctx.emit(node.name, node.op, inputs, 32, is_float=True, **node.attrs)
     return QTensor(out, 1.0, 32, is_float=True)
+
+
+INHERITS_QUANTIZATION = ("relu", "Activation", "pad", "Pad", "Flatten", "flatten", "Reshape", "reshape",
+                         "Pooling", "Dropout", "identity", "_copy", "transpose", "expand_dims", "squeeze")
+_WHERE = {
+    "restore": "restore applies to op nodes",
+    "granularity": "granularity applies to Convolution/FullyConnected (channel-wise also to pad, relu and max "
+                   "Pooling; group-wise only to grouped convolutions)",
+    "quant_type": "a quant_type applies where a Convolution, FullyConnected, add or Concat requantizes this "
+                  "value, or to a weight",
+    "optimizor": "an optimizor applies where this value is requantized (a Convolution, FullyConnected, add or "
+                 "Concat consumes it)",
+}
+
+
+def folded_aliases(graph: Graph, config: QuantConfig) -> dict[str, str]:
+    """User nodes that no prepared node comes from (folded or dropped) -> their config governs the node
+    that now holds their value, unless that node is configured itself."""
+    origins = {graph.origin.get(n, n) for n, node in graph.nodes.items() if node.op != "null"}
+    aliases = {}
+    for name in config:
+        if name not in origins and name in graph.value_of:
+            target = graph.origin.get(graph.value_of[name], graph.value_of[name])
+            if target not in config:
+                aliases[target] = name
+    return aliases
+
+
+def unused_settings(graph: Graph, config: QuantConfig, used: dict, aliases: dict) -> list[str]:
+    default = NodeConfig()
+    out = []
+    for name, cfg in config.items():
+        for fld, value in (("restore", cfg.restore), ("granularity", cfg.granularity), ("quant_type", cfg.quant_type),
+                           ("optimizor", cfg.optimizor)):
+            if value != getattr(default, fld) and fld not in used.get(name, set()):
+                via = [t for t, a in aliases.items() if a == name]
+                extra = f" (it was folded into {via[0]})" if via else ""
+                out.append(f"'{name}'{extra}: {fld}={value} had no effect; {_WHERE[fld]}")
+    return out
 
 
 def validate_config(graph: Graph, config: QuantConfig) -> None:

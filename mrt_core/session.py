@@ -120,7 +120,7 @@ class Session:
         want = tuple(graph.input_shapes.get(self.input_name, (-1,) + dataset.x_test.shape[1:]))[1:]
         if tuple(dataset.x_test.shape[1:]) != want:
             raise ModelError(f"dataset '{dataset.name}' has samples of shape {dataset.x_test.shape[1:]}, "
-                             f"the model's input '{self.input_name}' wants {want}")
+                             f"the input '{self.input_name}' is declared as {want} (Input_shape)")
         self.dataset = dataset
         self.calib_batch, self.calib_num = calib_batch, calib_num
         self.eval_batch, self.eval_num = eval_batch, eval_num
@@ -129,6 +129,11 @@ class Session:
         t = time.perf_counter()
         self.prepared = prepare(graph)
         self.shapes = infer_shapes(self.prepared)
+        classes = self.shapes[self.prepared.outputs[0]][-1]
+        labels = dataset.y_test
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            raise ModelError(f"dataset '{dataset.name}' has labels in [{labels.min()}, {labels.max()}], the model "
+                             f"has {classes} outputs")
         self.seconds["prepare"] = time.perf_counter() - t
         self._features: dict[str, Features] | None = None
         self._float_cache: dict[int, dict[str, np.ndarray]] = {}
@@ -268,6 +273,16 @@ class Session:
         """Ranked zero-point / channel-wise / restore candidates with the figures behind each."""
         from .analysis import candidates
         return candidates(self, evaluation, diagnosis)
+
+    def unsupported_nodes(self) -> dict[str, str]:
+        """User nodes with no integer rule -> why. Restoring them keeps them in float (for diagnosis)."""
+        from .ops import unsupported
+        out = {}
+        for node in self.prepared.op_nodes():
+            reason = unsupported(node)
+            if reason:
+                out[self.prepared.origin.get(node.name, node.name)] = reason
+        return out
 
     def recommended_config(self, evaluation: Evaluation | None = None) -> QuantConfig:
         """The `recommended` preset: the candidate discovery's weight-scale suggestions (group-wise weights

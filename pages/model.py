@@ -55,6 +55,9 @@ lo = state.loaded()
 g = lo.session.original
 st.divider()
 st.subheader(f"Loaded: {lo.label}")
+for name, reason in lo.source.get("restored_unsupported", {}).items():
+    st.info(f"`{name}`: {reason}, so it starts restored (computed in float). The rest is integer; "
+            f"an exported model needs it replaced.")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Op nodes", len(g.op_nodes()))
 m2.metric("All nodes", len(g.nodes))

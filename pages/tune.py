@@ -131,6 +131,11 @@ if do_rerun:
 
 changed = sorted(state.config())
 st.caption("Changed from the defaults: " + (", ".join(f"`{n}`" for n in changed) if changed else "none"))
+try:  # settings the engine could not apply where they were put (quantizing is milliseconds)
+    for warning in state.current_model().warnings:
+        st.warning(warning)
+except MRTError:
+    pass
 if state.eval_is_stale():
     st.warning("The config changed since the numbers below were computed — press Rerun.")
 

@@ -381,3 +381,23 @@ def test_old_runs_db_is_migrated(studio_home):
     goto(at, "runs")
     table = at.dataframe[0].value
     assert table.iloc[0]["IOPs / sample"] > 0 and math.isnan(table.iloc[-1]["IOPs / sample"])
+
+
+def test_upload_with_unsupported_op_loads_with_it_restored(tmp_path, monkeypatch):
+    """A sigmoid has no integer rule: the upload loads, with that node restored and said so."""
+    import json as _json
+    monkeypatch.setenv("MRT_STUDIO_HOME", str(tmp_path))
+    from mrt_core.datasets import load_dataset
+    from app import state as app_state
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = os.path.join(root, "sample_models", "digits_mlp")
+    sym = _json.load(open(os.path.join(folder, "digits_mlp-symbol.json")))
+    act = [n for n in sym["nodes"] if n["op"] == "Activation"][0]
+    act["attrs"]["act_type"] = "sigmoid"
+    ds = load_dataset("digits")
+    buf = io.BytesIO()
+    np.savez(buf, x_calib=ds.x_calib, x_test=ds.x_test, y_test=ds.y_test)
+    params = open(os.path.join(folder, "digits_mlp-0000.params"), "rb").read()
+    loaded = app_state.load_upload.__wrapped__(_json.dumps(sym).encode(), params, buf.getvalue(), 50, 4, 500, "sig")
+    assert act["name"] in loaded.source["restored_unsupported"]
+    assert loaded.base_config[act["name"]].restore

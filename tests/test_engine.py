@@ -185,3 +185,18 @@ def test_cli_json_and_errors(tmp_path):
     res = subprocess.run([sys.executable, "-m", "mrt_core", "run", str(tmp_path / "none.ini")],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and "not found" in res.stderr
+
+
+@pytest.mark.parametrize("old, new, match", [
+    ("[EVALUATION]\nBatch=500", "[EVALUATION]\nBatch=0", "Batch=0"),
+    ("Calibrate_num=4", "Calibrate_num=0", "Calibrate_num=0"),
+    ("Lambda=", "Lambda=-1", "Lambda"),
+])
+def test_config_numbers_are_checked(tmp_path, old, new, match):
+    from mrt_core.config import load_run_config
+    text = open(sample_ini("digits_mlp")).read()
+    assert old in text
+    bad = tmp_path / "bad.ini"
+    bad.write_text(text.replace(old, new))
+    with pytest.raises(ConfigError, match=match):
+        load_run_config(str(bad))

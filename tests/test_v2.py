@@ -284,3 +284,31 @@ def test_export_integer_model_round_trips_and_refuses_restored(tmp_path):
     last = session.original.op_nodes()[-1].name
     with pytest.raises(QuantizeError, match=last):
         export_quantized(session.quantize(QuantConfig().with_node(last, restore=True)), str(tmp_path), "r")
+
+
+def test_config_on_folded_or_dropped_nodes_applies_and_no_op_settings_warn():
+    session, _ = Session.from_ini(sample_ini("lenet"))
+    # batchnorm1_fwd was folded into conv1_fwd: restoring it restores the folded conv + BN
+    model = session.quantize(QuantConfig().with_node("batchnorm1_fwd", restore=True))
+    assert model.reports["conv1_fwd"].restored and not model.warnings
+    model = session.quantize(QuantConfig().with_node("relu0_fwd", granularity="output-channel-wise")
+                             .with_node("conv0_weight", restore=True))
+    assert any("relu0_fwd" in w and "granularity" in w for w in model.warnings)
+    assert any("conv0_weight" in w and "restore" in w for w in model.warnings)
+    # an optimizor on conv1_fwd reaches the requantization of what relu/pool pass on from it
+    a = session.quantize()
+    b = session.quantize(QuantConfig().with_node("conv1_fwd", optimizor={"name": "OutlierRemoval", "percentile": 5}))
+    assert not b.warnings
+    assert b.values["dense0_fwd"].scale != a.values["dense0_fwd"].scale
+
+
+@pytest.mark.parametrize("opt, match", [
+    ({"name": "OutlierRemoval", "percentile": 150}, "percentile"),
+    ({"name": "KLDivergence", "bucket_bits": 30}, "bucket_bits"),
+    ({"name": "KLDivergence", "bucket_bits": "x"}, "bucket_bits"),
+    ({"name": "HistoricalValue", "lambda": -1}, "lambda"),
+    ({"name": "MovingAverage", "c": 5}, "c=5"),
+])
+def test_optimizor_attribute_ranges_are_checked(opt, match):
+    with pytest.raises(ConfigError, match=match):
+        QuantConfig().with_node("n", optimizor=opt)
