@@ -103,6 +103,9 @@ NARY = {
 }
 
 
+WIDENED = tuple(NARY) + ("add_n",)  # the ops whose int32 result could wrap if a bound were wrong
+
+
 def _numpy_kernel(node: Node, args: list):
     """numpy runs elementwise integer ops several times faster than mx.nd; None when it has no kernel.
     int32 is exact: every integer node's precision is at most 32 bits, products and sums included."""
@@ -215,7 +218,13 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
         else:
             args = [values[i] for i in node.inputs]
             in_float = node.name in model.float_nodes and not node.op.startswith("mrt_")
-            value = None if in_float else _numpy_kernel(node, args)
+            if strict and not in_float and node.op in WIDENED:
+                # int64 here, so a wrong precision bound shows as an out-of-range value, not a silent wrap
+                value = _numpy_kernel(node, [a.astype(np.int64) if a.dtype.kind == "i" else a for a in args])
+                check_integers(model, {node.name: value})
+                value = value.astype(np.int32)
+            else:
+                value = None if in_float else _numpy_kernel(node, args)
             if value is None:
                 value = _mx_kernel(node, model, args, strict)
             for i in node.inputs:  # free what no later node needs
@@ -238,11 +247,12 @@ def check_integers(model, values: dict) -> None:
         v = np.asarray(value)
         p = model.precision[name]
         op = model.graph.nodes[name].op
-        if not np.all(np.isfinite(v)):
-            raise CheckError(f"integer node '{name}' ({op}) holds NaN or inf")
-        if np.any(v != np.round(v)):
-            raise CheckError(f"integer node '{name}' ({op}) holds non-integer values")
-        worst = float(np.abs(v).max()) if v.size else 0.0
+        if v.dtype.kind != "i":  # int arrays are integers by type; anything else is checked value by value
+            if not np.all(np.isfinite(v)):
+                raise CheckError(f"integer node '{name}' ({op}) holds NaN or inf")
+            if np.any(v != np.round(v)):
+                raise CheckError(f"integer node '{name}' ({op}) holds non-integer values")
+        worst = max(abs(int(v.min())), abs(int(v.max()))) if v.size else 0
         if worst > qm.int_range(p):
             raise CheckError(f"integer node '{name}' ({op}) holds {worst:.0f}, outside the +-{qm.int_range(p)} "
                              f"of its recorded precision {p}")

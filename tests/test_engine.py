@@ -200,3 +200,19 @@ def test_config_numbers_are_checked(tmp_path, old, new, match):
     bad.write_text(text.replace(old, new))
     with pytest.raises(ConfigError, match=match):
         load_run_config(str(bad))
+
+
+def test_checker_catches_a_wrong_bound_even_where_int32_would_wrap():
+    # two 20-bit values multiplied: 40 bits. Record 32 and the int32 product would wrap silently;
+    # the strict run computes it in int64 and the checker names the node.
+    nodes = [Node("data", "null"), Node("c", "null"), Node("m", "broadcast_mul", ["data", "c"])]
+    g = Graph(nodes, {"c": np.array([1.0], np.float32)}, ["m"])
+    g.input_shapes = {"data": (-1, 2)}
+    model = quantize(g, calibrate(g, np.ones((1, 2), np.float32), 1, 1))
+    model.graph.params[[n for n in model.reports["m"].int_nodes if n.endswith(".q")][0]][:] = 2 ** 20
+    model.precision[model.graph.outputs[0]] = 32
+    big = {"data": np.full((1, 2), 2 ** 20, np.int32)}
+    wrapped = run_int(model, {}, keep="outputs", overrides=big)[model.graph.outputs[0]]
+    assert np.all(np.abs(wrapped) <= 2 ** 31)  # what a plain int32 run would hide
+    with pytest.raises(CheckError, match="'m'"):
+        run_int(model, {}, keep="outputs", overrides=big, strict=True)
