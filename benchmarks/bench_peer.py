@@ -95,16 +95,8 @@ def start_step() -> float:
 # ---------------------------------------------------------------- data
 
 def view_inputs(session: Session) -> np.ndarray:
-    """The samples Session.fidelity_on_views runs: test + calibration, original, horizontal flip and two
-    1/8-width shifts with edge padding (images only) — the same construction, so both sides see the same arrays."""
-    base = np.concatenate([session.dataset.x_test, session.dataset.x_calib])
-    views = [base, base[..., ::-1]]
-    if base.ndim == 4:
-        d = max(1, base.shape[-1] // 8)
-        padded = np.pad(base, [(0, 0), (0, 0), (d, d), (d, d)], mode="edge")
-        h, w = base.shape[2:]
-        views += [padded[:, :, :h, :w], padded[:, :, 2 * d:2 * d + h, 2 * d:2 * d + w]]
-    return np.ascontiguousarray(np.concatenate(views)).astype(np.float32)
+    """The same samples Session.fidelity_on_views runs, so both sides see the same arrays."""
+    return session.view_inputs()[0]
 
 
 def calib_samples(session: Session) -> np.ndarray:

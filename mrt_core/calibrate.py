@@ -96,8 +96,7 @@ def calibrate(graph: Graph, x_calib: np.ndarray, batch: int, num_batches: int | 
     rng = np.random.RandomState(0)
     chunks = list(batches(x_calib, batch, num_batches))
     for k, chunk in enumerate(chunks):
-        values = run_float(graph, {input_name: chunk}, keep="all")
-        for name, value in values.items():
+        def observe(name, value, k=k):
             arr = value.asnumpy()
             if not np.isfinite(arr).all():
                 node = graph.nodes[name]
@@ -105,6 +104,8 @@ def calibrate(graph: Graph, x_calib: np.ndarray, batch: int, num_batches: int | 
                 raise MRTError(f"{node.describe()}, made from your node '{user}', produced NaN or inf on "
                                f"calibration batch {k} (check its weights and inputs)")
             features[name].update(arr, rng)
+        # statistics as each value is made: no batch's activations are kept beyond their last use
+        run_float(graph, {input_name: chunk}, keep="outputs", visit=observe)
         if progress:
             progress((k + 1) / len(chunks))
     return features

@@ -22,8 +22,9 @@ def mx_call(node: Node, inputs: list):
 
 
 def run_float(graph: Graph, feeds: dict[str, np.ndarray], keep: Iterable[str] | str = "outputs",
-              dtype: str = "float32") -> dict[str, "mx.nd.NDArray"]:
+              dtype: str = "float32", visit=None) -> dict[str, "mx.nd.NDArray"]:
     """Run `graph` on `feeds` (input name -> array). keep: "outputs", "all", or an iterable of node names.
+    visit(name, value) sees every node's value as it is made (calibration uses it to keep only statistics).
 
     Returns name -> mx.nd.NDArray for the kept nodes (graph outputs always included)."""
     import mxnet as mx
@@ -47,6 +48,8 @@ def run_float(graph: Graph, feeds: dict[str, np.ndarray], keep: Iterable[str] | 
                 if remaining[i] == 0 and i not in keep_set:
                     values.pop(i, None)
         values[node.name] = value
+        if visit is not None:
+            visit(node.name, value)
         if node.name in keep_set:
             result[node.name] = value
     return result

@@ -233,9 +233,9 @@ class Session:
         return Evaluation(topk(fl, lab, 1), topk(fl, lab, 5), topk(ql, lab, 1), topk(ql, lab, 5), len(lab),
                           model.max_precision, layers, {"evaluate": time.perf_counter() - t0}, fidelity(fl, ql))
 
-    def fidelity_on_views(self, model: QuantizedModel) -> dict:
-        """Label-free fidelity over every sample (test and calibration) and fixed augmented views of them
-        (horizontal flip, and 1/8-width shifts with edge padding) — more data than the labelled set."""
+    def view_inputs(self) -> tuple[np.ndarray, int]:
+        """Every sample (test and calibration) and fixed augmented views of them: horizontal flip and, for
+        images, two 1/8-width shifts with edge padding. Returns (samples, number of views)."""
         base = np.concatenate([self.dataset.x_test, self.dataset.x_calib])
         views = [base, base[..., ::-1]]
         if base.ndim == 4:
@@ -243,7 +243,11 @@ class Session:
             padded = np.pad(base, [(0, 0), (0, 0), (d, d), (d, d)], mode="edge")
             h, w = base.shape[2:]
             views += [padded[:, :, :h, :w], padded[:, :, 2 * d:2 * d + h, 2 * d:2 * d + w]]
-        x = np.ascontiguousarray(np.concatenate(views)).astype(np.float32)
+        return np.ascontiguousarray(np.concatenate(views)).astype(np.float32), len(views)
+
+    def fidelity_on_views(self, model: QuantizedModel) -> dict:
+        """Label-free fidelity over `view_inputs()`: more data than the labelled set."""
+        x, n_views = self.view_inputs()
         fl, ql = [], []
         out = self.prepared.outputs[0]
         for s in range(0, len(x), self.eval_batch):
@@ -252,7 +256,7 @@ class Session:
             ivals = run_int(model, {self.input_name: chunk}, keep="outputs")
             ql.append(self.dequantized(model, out, ivals))
         result = fidelity(np.concatenate(fl), np.concatenate(ql))
-        result["views"] = len(views)
+        result["views"] = n_views
         return result
 
     @staticmethod
