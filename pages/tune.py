@@ -111,8 +111,17 @@ with st.expander("All nodes (table)", expanded=False):
         state.show_error(exc)
 
 # ---------------------------------------------------------------- actions
-b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+b1, b2, b3, b4, _ = st.columns([1, 1, 1, 2, 1])
 do_rerun = b1.button("Rerun", key="rerun", type="primary")
+if b4.button("Apply recommended preset", key="preset",
+             help="The candidate discovery's weight-scale suggestions: per-output-channel weights where channels' "
+                  "ranges spread, group-wise for depthwise convs (then press Rerun; Undo takes it back)"):
+    try:
+        preset = state.session().recommended_config()
+        state.set_config(type(preset)({**preset, **state.config()}))  # the user's own settings win
+        st.rerun()
+    except MRTError as exc:
+        state.show_error(exc)
 if b2.button("Undo", key="undo", disabled=not st.session_state.mrt_undo):
     state.undo()
     st.rerun()
@@ -160,6 +169,12 @@ m4.metric("Previous top-1", "—" if prev is None else f"{prev.quant_top1:.2f}%"
 m5.metric("Max precision", f"{ev.max_precision} bits")
 st.caption(f"Float top-5 {ev.float_top5:.2f}% · previous top-5 "
            f"{'—' if prev is None else f'{prev.quant_top5:.2f}%'} · {ev.num_samples} test samples")
+fid = ev.fidelity
+if fid:  # label-free: how closely the integer model follows the float one
+    f1, f2, f3 = st.columns(3)
+    f1.metric("Top-1 agreement with float", f"{fid['top1_agreement']:.1f}%")
+    f2.metric("Top-5 overlap", f"{fid['top5_overlap']:.1f}%")
+    f3.metric("Logit cosine", f"{fid['logit_cosine']:.4f}")
 
 st.plotly_chart(charts.sqnr_compare(ev.layers, prev.layers if prev is not None else None),
                 width="stretch")

@@ -401,3 +401,21 @@ def test_upload_with_unsupported_op_loads_with_it_restored(tmp_path, monkeypatch
     loaded = app_state.load_upload.__wrapped__(_json.dumps(sym).encode(), params, buf.getvalue(), 50, 4, 500, "sig")
     assert act["name"] in loaded.source["restored_unsupported"]
     assert loaded.base_config[act["name"]].restore
+
+
+def test_recommended_preset_is_one_click(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRT_STUDIO_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.selectbox(key="sample_choice").set_value("resnet").run()  # a model with a depthwise conv
+    at.button(key="load_sample").click().run()
+    at.switch_page("pages/tune.py").run()
+    at.button(key="preset").click().run()
+    assert not at.exception
+    session, _ = Session.from_ini(os.path.join(ROOT, "sample_models", "resnet", "resnet.ini"))
+    want = session.recommended_config()
+    assert any(c.granularity == "group-wise" for c in want.values())
+    got = at.session_state["mrt_config"]
+    assert {k: got.get_node(k) for k in want} == dict(want)
+    labels = [m.label for m in at.metric]
+    assert "Top-1 agreement with float" in labels and "Logit cosine" in labels

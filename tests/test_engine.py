@@ -1,5 +1,6 @@
 """Quantization and integer execution: a tiny graph by hand, precision inference, the samples end to end."""
 import json
+import os
 import subprocess
 import sys
 
@@ -216,3 +217,17 @@ def test_checker_catches_a_wrong_bound_even_where_int32_would_wrap():
     assert np.all(np.abs(wrapped) <= 2 ** 31)  # what a plain int32 run would hide
     with pytest.raises(CheckError, match="'m'"):
         run_int(model, {}, keep="outputs", overrides=big, strict=True)
+
+
+def test_cli_marks_restored_nodes(tmp_path):
+    text = open(sample_ini("digits_mlp")).read()
+    ini = tmp_path / "r.ini"
+    model_dir = os.path.join(ROOT, "sample_models", "digits_mlp")
+    ini.write_text(text.replace("Model_dir=.", f"Model_dir={model_dir}").replace("Restore_name=", "Restore_name=dense1_fwd"))
+    out = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, "-m", "mrt_core", "run", str(ini), "--json", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "(restored: float)" in res.stdout
+    rows = {r["name"]: r for r in json.loads(out.read_text())["layers"]}
+    assert rows["dense1_fwd"]["restored"] and not rows["dense0_fwd"]["restored"]
