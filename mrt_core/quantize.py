@@ -20,6 +20,9 @@ from .graph import Graph, Node
 from .qconfig import NodeConfig, QuantConfig, Settings
 
 
+MIN_FRAC_BITS = 16  # below this many bits for frac, a realize first narrows its input to the calibrated bits
+
+
 @dataclass
 class QTensor:
     name: str                      # node of the integer graph
@@ -186,6 +189,11 @@ class QuantContext:
             prec = precision_out + self.settings.shift_bits
             name = self.emit(f"{base}.pre", "cvm_right_shift", [name], prec, shift_bit=excess, precision=prec)
             scale_in = scale_in / 2.0 ** excess
+        elif used < prec and qm.MAX_BIT - prec < MIN_FRAC_BITS:
+            # no shift needed, but the loose bound would leave frac only a few bits (a 1% scale error per
+            # channel at 7 bits): clip to the calibrated bits so frac gets the rest of the 32
+            prec = used
+            name = self.emit(f"{base}.narrow", "cvm_clip", [name], prec, precision=prec)
         ratio = np.asarray(scale_out, dtype=np.float64) / scale_in
         budget = qm.MAX_BIT - prec
         if ratio.ndim == 0:
