@@ -8,6 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, state
+
+# a page opened by its own URL can run before the entry script in a new session
+state.ensure_state()
 from mrt_core.errors import MRTError
 
 st.title("Ranges")
