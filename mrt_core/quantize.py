@@ -65,8 +65,10 @@ class QuantizedModel:
 class QuantContext:
     """State of one quantization walk: the integer graph under construction and the helpers rules use."""
 
-    def __init__(self, graph: Graph, features: dict[str, Features], config: QuantConfig, settings: Settings):
+    def __init__(self, graph: Graph, features: dict[str, Features], config: QuantConfig, settings: Settings,
+                 shapes: dict[str, tuple]):
         self.graph = graph
+        self.shapes = shapes  # float shapes of the prepared nodes (batch of one)
         self.features = features
         self.config = config
         self.settings = settings
@@ -347,14 +349,10 @@ def quantize(graph: Graph, features: dict[str, Features], config: QuantConfig | 
     config = config or QuantConfig()
     settings = settings or Settings()
     validate_config(graph, config)
-    ctx = QuantContext(graph, features, config, settings)
-    ctx.shapes = shapes or infer_shapes(graph)
+    ctx = QuantContext(graph, features, config, settings, shapes or infer_shapes(graph))
     input_scales = {}
-    for node in graph.nodes.values():
-        if node.op != "null":
-            continue
-        if node.name in graph.params:
-            continue
+    for name in graph.input_names:
+        node = graph.nodes[name]
         ctx.begin(node)
         lo, hi = ctx.value_range(node.name)
         scale = qm.symmetric_scale(max(abs(lo), abs(hi)), settings.input_precision)
@@ -369,7 +367,7 @@ def quantize(graph: Graph, features: dict[str, Features], config: QuantConfig | 
         ctx.begin(node)
         restored = ctx.node_config(node.name).restore
         if restored:
-            ctx.note(ctx._node_key(node.name), "restore")
+            ctx.node_config(node.name, "restore")  # records that the restore took effect
         out = restore_rule(ctx, node) if restored else get_rule(node)(ctx, node)
         ctx.finish(node, out, restored=restored)
     outputs = []
