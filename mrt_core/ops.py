@@ -154,7 +154,7 @@ def quantize_scale(ctx, node):
         terms = [lone]
         scale = lone.scale
     else:
-        absmax = [max(abs(v) for v in ctx.value_range(a)) for a in acts]
+        absmax = [ctx.range_absmax(a) for a in acts]
         nonzero = [m for m in absmax if m > 0]
         scale = qm.symmetric_scale(max(nonzero), po) if nonzero else 1.0
         terms = [_to_scale(ctx, a, scale, po) for a in acts]
@@ -176,7 +176,7 @@ def quantize_scale(ctx, node):
         prec = max(precs) + 1
     if prec > qm.MAX_BIT and len(terms) == 1 and consts:
         # keeping the activation's precision overflows: fall back to requantizing it like MRT does
-        absmax = max(abs(v) for v in ctx.value_range(acts[0]))
+        absmax = ctx.range_absmax(acts[0])
         scale = qm.symmetric_scale(absmax, po)
         x = _to_scale(ctx, acts[0], scale, po)
         inputs = [x.name if i == acts[0] else ctx.constant(f"{i}.q", qm.round_half_away(params[i] * scale))
@@ -241,10 +241,10 @@ def _linear_product(ctx: QuantContext, node: Node, x: QTensor, w: np.ndarray, at
     return QTensor(y, scale, prec)
 
 
-def _merge_scale(ctx: QuantContext, node: Node) -> float:
-    """One output scale for per-channel partial results, from the node's calibrated output range."""
-    absmax = max(abs(v) for v in ctx.value_range(node.name))
-    return qm.symmetric_scale(absmax, ctx.settings.merge_precision)
+def _merge_scale(ctx: QuantContext, node: Node, bounds: list[float] = ()) -> float:
+    """One output scale for per-channel partial results: the node's calibrated output range, widened to
+    cover `bounds` (partial sums, which can exceed the output)."""
+    return qm.symmetric_scale(max([ctx.range_absmax(node.name), *bounds]), ctx.settings.merge_precision)
 
 
 @rule("Convolution", "FullyConnected")
@@ -312,8 +312,7 @@ def _channel_split(ctx, node, w, attrs, groups, step):
     scales = {float(y.scale) for ys in partials for y in ys}
     if len(scales) > 1:  # quantize_scale: partial sums at different scales meet at one
         mp = ctx.settings.merge_precision
-        out_abs = max(abs(v) for v in ctx.value_range(node.name))
-        merge_scale = qm.symmetric_scale(max(bounds + [out_abs]), mp)
+        merge_scale = _merge_scale(ctx, node, bounds)
         flat = iter(bounds)
         partials = [[ctx.realize(y, merge_scale, mp, tag="merge", ndim=ndim, absmax=next(flat)) for y in ys]
                     for ys in partials]

@@ -84,6 +84,9 @@ class QuantContext:
         self.scale_error = 0.0
         self.used: dict[str, set] = {}
         self.aliases = folded_aliases(graph, config)
+        self.value_owners: dict[str, list[str]] = {}  # prepared node -> the user's nodes whose value it holds
+        for orig, name in graph.value_of.items():
+            self.value_owners.setdefault(name, []).append(orig)
 
     # ---- configuration lookups (users configure the names of their original model)
     def _node_key(self, prepared_name: str) -> str | None:
@@ -94,17 +97,19 @@ class QuantContext:
             return origin
         return self.aliases.get(origin)
 
-    def node_config(self, prepared_name: str, field: str | None = None) -> NodeConfig:
-        key = self._node_key(prepared_name)
+    def _lookup(self, key: str | None, field: str | None) -> NodeConfig:
         if key is None:
             return NodeConfig()
         if field:
             self.note(key, field)
         return self.config[key]
 
+    def node_config(self, prepared_name: str, field: str | None = None) -> NodeConfig:
+        return self._lookup(self._node_key(prepared_name), field)
+
     def _tensor_key(self, prepared_name: str) -> str | None:
-        for orig, name in self.graph.value_of.items():
-            if name == prepared_name and orig in self.config:
+        for orig in self.value_owners.get(prepared_name, ()):
+            if orig in self.config:
                 return orig
         key = self._node_key(prepared_name)
         node = self.graph.nodes[prepared_name]
@@ -115,12 +120,7 @@ class QuantContext:
     def tensor_config(self, prepared_name: str, field: str | None = None) -> NodeConfig:
         """How a tensor is quantized for its consumers: the config of the user's node whose value it is,
         else its origin's, else (through relu, pad, max pooling, flatten) that of the tensor it passes on."""
-        key = self._tensor_key(prepared_name)
-        if key is None:
-            return NodeConfig()
-        if field:
-            self.note(key, field)
-        return self.config[key]
+        return self._lookup(self._tensor_key(prepared_name), field)
 
     def note(self, key: str, field: str) -> None:
         """Record that a configured field took effect (what never does is reported as a warning)."""
@@ -131,6 +131,10 @@ class QuantContext:
         if spec == {"name": "HistoricalValue"} and self.settings.default_lambda is not None:
             spec = {"name": "HistoricalValue", "lambda": self.settings.default_lambda}
         return optimized_range(self.features[prepared_name], spec)
+
+    def range_absmax(self, prepared_name: str) -> float:
+        """The magnitude a symmetric quantizer of this value covers (its optimized range)."""
+        return max(abs(v) for v in self.value_range(prepared_name))
 
     # ---- emitting integer-graph nodes
     def unique(self, name: str) -> str:
