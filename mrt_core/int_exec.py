@@ -16,6 +16,7 @@ from . import quant_math as qm
 from .errors import CheckError, ModelError
 from .float_exec import mx_call
 from .graph import Node
+from .int_kernels import ADD, CLIP, LEFT_SHIFT, MUL, RELU, RIGHT_SHIFT, Chain, keeps_zero
 
 FLOAT32_EXACT_BITS = 24
 
@@ -106,6 +107,10 @@ NARY = {
 WIDENED = tuple(NARY) + ("add_n",)  # the ops whose int32 result could wrap if a bound were wrong
 
 
+def has_numpy_kernel(op: str) -> bool:
+    return op in UNARY or op in NARY or op in ("add_n", "Concat", "concat")
+
+
 def _numpy_kernel(node: Node, args: list):
     """numpy runs elementwise integer ops several times faster than mx.nd; None when it has no kernel.
     int32 is exact: every integer node's precision is at most 32 bits, products and sums included."""
@@ -187,7 +192,8 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
     """Run the integer graph on float `feeds` (quantized here with the model's input scales).
 
     Integer values are int32 numpy arrays, restored (float) ones float32. keep: "outputs", "all" or names.
-    strict: run the checker on every value as it is computed (and verify MXNet's results are exact integers).
+    strict: run the checker on every value as it is computed (and verify MXNet's results are exact integers);
+    each node then runs on its own, the reference the fused fast path is tested against.
     overrides: node -> value to use instead of computing it (local error feeds float-model inputs this way).
     cache: (cache_tag, fingerprint) -> value from earlier runs on the same data; a node found there is
     not recomputed, and neither is anything only it needed."""
@@ -198,45 +204,226 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
     fps = (fingerprints_ or fingerprints(model)) if cache is not None else {}
     key = (lambda n: (cache_tag, fps[n])) if cache is not None else (lambda n: None)
     needed = set(keep_set)
+    sources = set()
     for node in reversed(graph.nodes.values()):  # demand: what the kept nodes need and the cache lacks
-        if node.name in needed and node.name not in overrides and (cache is None or key(node.name) not in cache):
+        if node.name not in needed:
+            continue
+        if node.name in overrides or (cache is not None and key(node.name) in cache):
+            sources.add(node.name)
+        else:
             needed.update(node.inputs)
-    users = graph.consumers()
-    remaining = {n: sum(1 for u in users[n] if u in needed) for n in graph.nodes}
-    values, result = {}, {}
+    run = (_NodeByNode if strict else _Fused)(model, needed, keep_set)
+    result = {}
     for node in graph.nodes.values():
         if node.name not in needed:
             continue
-        k = key(node.name)
         if node.name in overrides:
-            value = overrides[node.name]
-        elif k is not None and k in cache:
-            value = cache[k]
+            run.put(node.name, overrides[node.name])
+        elif node.name in sources:
+            run.put(node.name, cache[key(node.name)])
         elif node.op == "null":
             src = graph.params[node.name] if node.name in graph.params else qfeeds[node.name]
-            value = np.asarray(src, dtype=np.float32 if node.name in model.float_nodes else np.int32)
+            run.put(node.name, np.asarray(src, dtype=np.float32 if node.name in model.float_nodes else np.int32))
         else:
-            args = [values[i] for i in node.inputs]
-            in_float = node.name in model.float_nodes and not node.op.startswith("mrt_")
-            if strict and not in_float and node.op in WIDENED:
-                # int64 here, so a wrong precision bound shows as an out-of-range value, not a silent wrap
-                value = _numpy_kernel(node, [a.astype(np.int64) if a.dtype.kind == "i" else a for a in args])
-                check_integers(model, {node.name: value})
-                value = value.astype(np.int32)
-            else:
-                value = None if in_float else _numpy_kernel(node, args)
-            if value is None:
-                value = _mx_kernel(node, model, args, strict)
-            for i in node.inputs:  # free what no later node needs
-                remaining[i] -= 1
-                if remaining[i] == 0 and i not in keep_set:
-                    values.pop(i, None)
-        if strict and node.op != "null":
-            check_integers(model, {node.name: value})  # as it is made, so nothing needs keeping for the check
-        values[node.name] = value
+            run.compute(node)
         if node.name in keep_set:
-            result[node.name] = value
+            result[node.name] = run.get(node.name)
     return result
+
+
+class _NodeByNode:
+    """Every node on its own, checked as it is made: the reference, and the checker's executor."""
+
+    def __init__(self, model, needed: set[str], keep: set[str]):
+        self.model, self.keep = model, keep
+        users = model.graph.consumers()
+        self.remaining = {n: sum(1 for u in users[n] if u in needed) for n in model.graph.nodes}
+        self.values: dict[str, np.ndarray] = {}
+        self.pending: dict[str, Chain] = {}
+
+    def put(self, name: str, value) -> None:
+        self.values[name] = value
+
+    def get(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+    def release(self, node: Node) -> None:
+        for i in node.inputs:  # free what no later node needs
+            self.remaining[i] -= 1
+            if self.remaining[i] == 0 and i not in self.keep:
+                self.values.pop(i, None)
+                self.pending.pop(i, None)
+
+    def compute(self, node: Node) -> None:
+        model = self.model
+        args = [self.values[i] for i in node.inputs]
+        in_float = node.name in model.float_nodes and not node.op.startswith("mrt_")
+        if not in_float and node.op in WIDENED:
+            # int64 here, so a wrong precision bound shows as an out-of-range value, not a silent wrap
+            value = _numpy_kernel(node, [a.astype(np.int64) if a.dtype.kind == "i" else a for a in args])
+            check_integers(model, {node.name: value})
+            value = value.astype(np.int32)
+        else:
+            value = None if in_float else _numpy_kernel(node, args)
+        if value is None:
+            value = _mx_kernel(node, model, args, strict=True)
+        self.release(node)
+        check_integers(model, {node.name: value})  # as it is made, so nothing needs keeping for the check
+        self.values[node.name] = value
+
+
+class _Fused(_NodeByNode):
+    """The fast path, with the same values. Runs of elementwise integer ops (bias add, relu, the shifts and
+    multiplies of a requantization, clips) wait as a Chain and run in one pass when their value is needed.
+    A zero pad joins the chain, and a Convolution reading it takes it as its own padding. Weights become
+    MXNet arrays once per model, and MXNet's float results feed the next chain without a conversion."""
+
+    def __init__(self, model, needed: set[str], keep: set[str]):
+        super().__init__(model, needed, keep)
+        users = model.graph.consumers()
+        self.users = {n: [u for u in users[n] if u in needed] for n in model.graph.nodes}
+
+    def put(self, name: str, value) -> None:
+        self.pending.pop(name, None)
+        self.values[name] = value
+
+    def _alone(self, name: str) -> bool:
+        return name not in self.keep and len(self.users[name]) == 1
+
+    def get(self, name: str, as_float32: bool = False) -> np.ndarray:
+        """Node `name`'s value, running its chain first if it waits on one. as_float32: the only reader is
+        an MXNet float32 op, which may take it as float32 (exact: it is below 2^24)."""
+        return self.take(name, as_float32)[0]
+
+    def take(self, name: str, as_float32: bool = False, can_pad: bool = False):
+        """(value, pad): as get, but a reader that can pad (a Convolution) may take a chain's zero pad as
+        (rows, columns) instead of the padded value."""
+        chain = self.pending.pop(name, None)
+        if chain is None:
+            return self.values[name], None
+        alone = self._alone(name)
+        if chain.steps:
+            value = chain.run(np.float32 if alone and as_float32 else np.int32)
+        else:
+            src = chain.source
+            value = src if alone and as_float32 and src.dtype == np.float32 else src.astype(np.int32)
+        if chain.pad is not None and can_pad and alone:
+            return value, chain.pad  # not stored: this reader is the only one
+        if chain.pad is not None:
+            value = _zero_pad(value, chain.pad)
+        self.values[name] = value
+        return value, None
+
+    def _join(self, data: str, keeps_zero_: bool = True, const=None, pads: bool = False) -> Chain | None:
+        """The chain the next step (or pad) on `data` runs in: the one `data` waits on when it may join
+        (a step joins after a pad only when it keeps zeros; a pad joins no pad), else a new one on the
+        value of `data`; None when the step's constant does not fit a chain."""
+        chain = self.pending.get(data)
+        if (chain is not None and self._alone(data) and chain.accepts(const)
+                and (chain.pad is None or (keeps_zero_ and not pads))):
+            del self.pending[data]
+            return chain
+        chain = Chain(self.get(data))
+        return chain if chain.accepts(const) else None
+
+    def compute(self, node: Node) -> None:
+        model = self.model
+        step = _chain_step(model, node)
+        chain = None
+        if step is not None:
+            data, code, a, b, const = step
+            chain = self._join(data, keeps_zero(code, a, b, const), const)
+            if chain is not None:
+                chain.add(code, a, b, const)
+        elif _zero_pad_widths(model, node) is not None:
+            chain = self._join(node.inputs[0], pads=True)
+            chain.pad = _zero_pad_widths(model, node)
+        if chain is not None:
+            self.pending[node.name] = chain
+            self.release(node)
+            return
+        in_float = node.name in model.float_nodes and not node.op.startswith("mrt_")
+        if not in_float and has_numpy_kernel(node.op):
+            self.values[node.name] = _numpy_kernel(node, [self.get(i) for i in node.inputs])
+        elif in_float:
+            self.values[node.name] = self._mx(node)
+        else:
+            self.pending[node.name] = Chain(self._mx(node))  # raw MXNet result: converted when needed
+        self.release(node)
+
+    def _mx(self, node: Node):
+        import mxnet as mx
+        model = self.model
+        dt = _mx_dtype(node, model, [model.precision.get(i, 32) for i in node.inputs])
+        can_pad = (node.op == "Convolution" and node.name not in model.float_nodes
+                   and not any(node.tuple_attr("pad", (0,))))
+        args = []
+        for k, name in enumerate(node.inputs):
+            if name in model.graph.params:
+                key = ("mx", name, dt)
+                if key not in model.exec_cache:  # MXNet keeps its own layout of a weight it has seen
+                    model.exec_cache[key] = mx.nd.array(model.graph.params[name], dtype=dt)
+                args.append(model.exec_cache[key])
+                continue
+            value, pad = self.take(name, as_float32=dt == "float32", can_pad=can_pad and k == 0)
+            if pad is not None:
+                node = node.replace(attrs={**node.attrs, "pad": f"({pad[0]}, {pad[1]})"})
+            if value.dtype == dt and value.flags.c_contiguous and name not in self.keep:
+                args.append(mx.nd.from_numpy(value, zero_copy=True))  # marks it read-only; no copy
+            else:
+                args.append(mx.nd.array(value, dtype=dt))
+        return mx_call(node, args).asnumpy()
+
+
+def _zero_pad(x: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
+    ph, pw = pad
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)])
+
+
+def _zero_pad_widths(model, node: Node):
+    """(rows, columns) when `node` pads the last two axes of a 4-d integer value with zeros on both sides
+    alike, else None."""
+    key = ("pad", node.name)
+    if key not in model.exec_cache:
+        widths = None
+        if node.op == "pad" and node.name not in model.float_nodes:
+            w = node.tuple_attr("pad_width")
+            if (node.attr("mode", "constant") == "constant" and float(node.attr("constant_value", 0)) == 0
+                    and len(w) == 8 and not any(w[:4]) and w[4] == w[5] and w[6] == w[7]):
+                widths = (w[4], w[6])
+        model.exec_cache[key] = widths
+    return model.exec_cache[key]
+
+
+def _chain_step(model, node: Node):
+    """(data input, opcode, a, b, constant) when `node` can run inside a Chain, else None."""
+    if node.name in model.float_nodes:
+        return None
+    cache = model.exec_cache
+    k = ("step", node.name)
+    if k not in cache:
+        cache[k] = _make_chain_step(model, node)
+    return cache[k]
+
+
+def _make_chain_step(model, node: Node):
+    op, inputs = node.op, node.inputs
+    if op in ("relu", "cvm_right_shift", "cvm_left_shift", "cvm_clip", "clip") and len(inputs) == 1:
+        if op == "relu":
+            return inputs[0], RELU, 0, 0, None
+        if op == "clip":
+            return inputs[0], CLIP, int(node.attr("a_min")), int(node.attr("a_max")), None
+        if op == "cvm_clip":
+            return inputs[0], CLIP, -_bound(node), _bound(node), None
+        code = RIGHT_SHIFT if op == "cvm_right_shift" else LEFT_SHIFT
+        return inputs[0], code, int(node.attr("shift_bit")), _bound(node), None
+    codes = {"broadcast_add": ADD, "elemwise_add": ADD, "broadcast_mul": MUL, "elemwise_mul": MUL}
+    if op in codes and len(inputs) == 2:
+        consts = [i for i in inputs if i in model.graph.params]
+        if len(consts) == 1:
+            data = inputs[1] if inputs[0] == consts[0] else inputs[0]
+            return data, codes[op], 0, 0, np.asarray(model.graph.params[consts[0]], dtype=np.int64)
+    return None
 
 
 def check_integers(model, values: dict) -> None:

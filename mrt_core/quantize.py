@@ -56,6 +56,7 @@ class QuantizedModel:
     float_nodes: set[str]                         # integer-graph nodes that compute in float (restored)
     settings: Settings
     warnings: list = field(default_factory=list)  # configured settings that no node used, and why
+    exec_cache: dict = field(default_factory=dict, repr=False, compare=False)  # the executor's per-model state
 
     @property
     def max_precision(self) -> int:

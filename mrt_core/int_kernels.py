@@ -1,0 +1,134 @@
+"""One-pass kernels for chains of elementwise integer ops (bias add, relu, requantization shifts, clips).
+
+Run one numpy op at a time, such a chain reads and writes the whole activation once per op; here it is
+read once and written once. Values are int64 inside the kernel, so every step is exact: the integer
+contract keeps every intermediate below 2^32 and the constants below 2^16."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+ADD, MUL, RELU, RIGHT_SHIFT, LEFT_SHIFT, CLIP = range(6)
+ROW_MIN = 32  # shorter (sample, channel) rows run as one row per sample
+
+
+@numba.njit(inline="always")
+def _apply(buf, codes, iargs, consts, t, c0):  # pragma: no cover - compiled
+    """Step t on a row held in buf (int64); c0 is the row's constant (per-channel rows) or -1, in which
+    case consts[t] holds one constant per element of the row."""
+    code = codes[t]
+    a, b = iargs[t, 0], iargs[t, 1]
+    n = buf.shape[0]
+    if code == ADD:
+        if c0 >= 0:
+            v = consts[t, c0]
+            for j in range(n):
+                buf[j] += v
+        else:
+            for j in range(n):
+                buf[j] += consts[t, j]
+    elif code == MUL:
+        if c0 >= 0:
+            v = consts[t, c0]
+            for j in range(n):
+                buf[j] *= v
+        else:
+            for j in range(n):
+                buf[j] *= consts[t, j]
+    elif code == RELU:
+        for j in range(n):
+            buf[j] = max(buf[j], 0)
+    else:
+        if code == RIGHT_SHIFT:
+            if a > 0:  # rounding right shift: ((x >> (s-1)) + 1) >> 1
+                for j in range(n):
+                    buf[j] = ((buf[j] >> (a - 1)) + 1) >> 1
+            a, b = -b, b
+        elif code == LEFT_SHIFT:
+            for j in range(n):
+                buf[j] = buf[j] << a
+            a, b = -b, b
+        for j in range(n):  # CLIP to [a, b], and the shifts' clip to their precision
+            buf[j] = min(max(buf[j], a), b)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _run_rows(x, out, codes, iargs, consts, per_channel, row, blocks):  # pragma: no cover - compiled
+    """x, out: (rows, L). per_channel: row r has channel r % C and one constant per step (consts: (k, C));
+    otherwise every row is one sample and consts (k, L) has one constant per element.
+    row: a length-L array whose dtype the work is done in; blocks: how many parallel tasks."""
+    rows, length = x.shape
+    channels = consts.shape[1]
+    per_block = (rows + blocks - 1) // blocks
+    for blk in numba.prange(blocks):
+        buf = np.empty_like(row)  # once per task: an allocation per row costs as much as its work
+        for r in range(blk * per_block, min(rows, (blk + 1) * per_block)):
+            for j in range(length):
+                buf[j] = x[r, j]
+            c0 = r % channels if per_channel else -1
+            for t in range(codes.shape[0]):
+                _apply(buf, codes, iargs, consts, t, c0)
+            for j in range(length):
+                out[r, j] = buf[j]
+
+
+def keeps_zero(code: int, a: int, b: int, const) -> bool:
+    """Whether the step maps 0 to 0, so a zero pad may run before or after it."""
+    if code == ADD:
+        return const is not None and not np.any(const)
+    if code == CLIP:
+        return a <= 0 <= b
+    return True  # relu, both shifts, multiply
+
+
+class Chain:
+    """Elementwise steps waiting to run on `source` (the value the first step reads), then an optional
+    zero pad of the last two axes (pad = (rows, columns) on each side): a Convolution can take that pad
+    as its own padding, and the steps never see the padded zeros."""
+
+    def __init__(self, source: np.ndarray):
+        self.source = source
+        self.channels = source.shape[1] if source.ndim > 1 else 1
+        self.steps: list[tuple[int, int, int, np.ndarray | None]] = []
+        self.pad: tuple[int, int] | None = None
+
+    def accepts(self, const: np.ndarray | None) -> bool:
+        """A constant operand fuses when it is a scalar or one value per channel (axis 1)."""
+        if const is None:
+            return True
+        if const.size == 1:
+            return True
+        shape = const.shape
+        if len(shape) > self.source.ndim:
+            return False
+        lead = len(shape) - self.source.ndim  # numpy aligns shapes at the right
+        dims = [1] * (-lead) + list(shape)
+        return all(d == 1 for i, d in enumerate(dims) if i != 1) and dims[1] == self.channels
+
+    def add(self, code: int, a: int = 0, b: int = 0, const: np.ndarray | None = None) -> None:
+        self.steps.append((code, a, b, const))
+
+    def run(self, dtype) -> np.ndarray:
+        k = len(self.steps)
+        codes = np.array([st[0] for st in self.steps], dtype=np.int64)
+        iargs = np.array([[st[1], st[2]] for st in self.steps], dtype=np.int64).reshape(k, 2)
+        # int32 holds every value (the contract bounds each node by its precision, at most 32 bits), and
+        # does twice the work per vector instruction; a left shift can pass 2^31 before its clip
+        work = np.int64 if LEFT_SHIFT in codes else np.int32
+        consts = np.zeros((k, self.channels), dtype=work)
+        for t, (_, _, _, const) in enumerate(self.steps):
+            if const is not None:
+                consts[t] = np.broadcast_to(const.reshape(-1), (self.channels,)) if const.size == 1 \
+                    else const.reshape(-1)
+        x = np.ascontiguousarray(self.source)
+        shape = x.shape
+        n = shape[0] if x.ndim else 1
+        per_channel = x.size >= ROW_MIN * n * self.channels  # long rows: one (sample, channel) per row
+        if not per_channel:  # short rows (FullyConnected outputs): one sample per row, constants spread out
+            consts = np.repeat(consts, x.size // max(n * self.channels, 1), axis=1)
+        x2 = x.reshape(n * self.channels if per_channel else n, -1)
+        out = np.empty(x2.shape, dtype=dtype)
+        _run_rows(x2, out, codes, iargs.astype(work), consts, per_channel, np.zeros(x2.shape[1], work),
+                  max(1, min(len(x2), 4 * numba.get_num_threads())))
+        return out.reshape(shape)
