@@ -273,45 +273,58 @@ class _NodeByNode:
 
 
 class _Fused(_NodeByNode):
-    """The fast path, with the same values. Runs of elementwise integer ops (bias add, relu, the shifts and
-    multiplies of a requantization, clips) wait as a Chain and run in one pass when their value is needed.
-    A zero pad joins the chain, and a Convolution reading it takes it as its own padding. Weights become
-    MXNet arrays once per model, and MXNet's float results feed the next chain without a conversion."""
+    """The fast path, with the same values.
+
+    - Runs of elementwise integer ops (bias add, relu, the shifts and multiplies of a requantization,
+      clips) wait as a Chain and run in one pass when their value is needed.
+    - A zero pad joins the chain, and a Convolution reading it takes it as its own padding.
+    - MXNet results stay MXNet arrays until numpy needs them, so MXNet op after MXNet op stays in MXNet's
+      own layout; a max pool reading a chain of non-decreasing steps runs before them (max commutes
+      with those), on the MXNet result and on 1/k of the data for the chain.
+    - Weights become MXNet arrays once per model."""
 
     def __init__(self, model, needed: set[str], keep: set[str]):
         super().__init__(model, needed, keep)
         users = model.graph.consumers()
         self.users = {n: [u for u in users[n] if u in needed] for n in model.graph.nodes}
+        self.borrowed: set[str] = set()
 
     def put(self, name: str, value) -> None:
         self.pending.pop(name, None)
         self.values[name] = value
+        self.borrowed.add(name)  # the caller's array (an input, a cached value): never handed to MXNet as is
 
     def _alone(self, name: str) -> bool:
         return name not in self.keep and len(self.users[name]) == 1
 
-    def get(self, name: str, as_float32: bool = False) -> np.ndarray:
-        """Node `name`'s value, running its chain first if it waits on one. as_float32: the only reader is
-        an MXNet float32 op, which may take it as float32 (exact: it is below 2^24)."""
-        return self.take(name, as_float32)[0]
+    def get(self, name: str) -> np.ndarray:
+        """Node `name`'s value as numpy, running its chain first if it waits on one."""
+        return self.take(name)[0]
 
-    def take(self, name: str, as_float32: bool = False, can_pad: bool = False):
-        """(value, pad): as get, but a reader that can pad (a Convolution) may take a chain's zero pad as
-        (rows, columns) instead of the padded value."""
+    def take(self, name: str, mx_dtype: str | None = None, can_pad: bool = False):
+        """(value, pad). mx_dtype: the only reader is an MXNet op in that dtype, which may get an MXNet
+        array, or float32 numpy (exact: the value is below 2^24). can_pad: that reader (a Convolution)
+        may take a chain's zero pad as (rows, columns) instead of the padded value."""
         chain = self.pending.pop(name, None)
         if chain is None:
             return self.values[name], None
-        alone = self._alone(name)
+        alone = mx_dtype is not None and self._alone(name)
+        pad = chain.pad if alone and can_pad else None
+        if not chain.steps and alone and (pad is not None or chain.pad is None) \
+                and _is_mx(chain.source) and chain.source.dtype == np.dtype(mx_dtype):
+            return chain.source, pad  # MXNet to MXNet: no copy, no conversion
+        as_float = alone and mx_dtype == "float32"
         if chain.steps:
-            value = chain.run(np.float32 if alone and as_float32 else np.int32)
+            value = chain.run(np.float32 if as_float else np.int32)
         else:
-            src = chain.source
-            value = src if alone and as_float32 and src.dtype == np.float32 else src.astype(np.int32)
-        if chain.pad is not None and can_pad and alone:
-            return value, chain.pad  # not stored: this reader is the only one
+            src = chain.numpy_source()
+            value = src if as_float and src.dtype == np.float32 else src.astype(np.int32)
+        if pad is not None:
+            return value, pad  # not stored: this reader is the only one
         if chain.pad is not None:
             value = _zero_pad(value, chain.pad)
-        self.values[name] = value
+        if not alone:
+            self.values[name] = value
         return value, None
 
     def _join(self, data: str, keeps_zero_: bool = True, const=None, pads: bool = False) -> Chain | None:
@@ -338,6 +351,8 @@ class _Fused(_NodeByNode):
         elif _zero_pad_widths(model, node) is not None:
             chain = self._join(node.inputs[0], pads=True)
             chain.pad = _zero_pad_widths(model, node)
+        elif _is_max_pool(model, node):
+            chain = self._pool_first(node)
         if chain is not None:
             self.pending[node.name] = chain
             self.release(node)
@@ -346,10 +361,22 @@ class _Fused(_NodeByNode):
         if not in_float and has_numpy_kernel(node.op):
             self.values[node.name] = _numpy_kernel(node, [self.get(i) for i in node.inputs])
         elif in_float:
-            self.values[node.name] = self._mx(node)
+            self.values[node.name] = self._mx(node).asnumpy()
         else:
             self.pending[node.name] = Chain(self._mx(node))  # raw MXNet result: converted when needed
         self.release(node)
+
+    def _pool_first(self, node: Node) -> Chain | None:
+        """max_pool(chain(x)) as chain(max_pool(x)) when x is an MXNet result and every step is
+        non-decreasing, else None."""
+        data = node.inputs[0]
+        chain = self.pending.get(data)
+        if (chain is None or not chain.steps or chain.pad is not None or not self._alone(data)
+                or not _is_mx(chain.source) or not chain.non_decreasing()):
+            return None
+        del self.pending[data]
+        chain.source = mx_call(node, [chain.source])
+        return chain
 
     def _mx(self, node: Node):
         import mxnet as mx
@@ -365,14 +392,25 @@ class _Fused(_NodeByNode):
                     model.exec_cache[key] = mx.nd.array(model.graph.params[name], dtype=dt)
                 args.append(model.exec_cache[key])
                 continue
-            value, pad = self.take(name, as_float32=dt == "float32", can_pad=can_pad and k == 0)
+            value, pad = self.take(name, mx_dtype=dt, can_pad=can_pad and k == 0)
             if pad is not None:
                 node = node.replace(attrs={**node.attrs, "pad": f"({pad[0]}, {pad[1]})"})
-            if value.dtype == dt and value.flags.c_contiguous and name not in self.keep:
-                args.append(mx.nd.from_numpy(value, zero_copy=True))  # marks it read-only; no copy
-            else:
-                args.append(mx.nd.array(value, dtype=dt))
-        return mx_call(node, args).asnumpy()
+            if not _is_mx(value):
+                if not (value.dtype == dt and value.flags.c_contiguous and name not in self.keep
+                        and name not in self.borrowed):
+                    value = np.array(value, dtype=dt, order="C")  # a copy: from_numpy marks it read-only
+                value = mx.nd.from_numpy(value, zero_copy=True)  # 8x less overhead than mx.nd.array
+            args.append(value)
+        return mx_call(node, args)
+
+
+def _is_mx(value) -> bool:
+    return not isinstance(value, np.ndarray)
+
+
+def _is_max_pool(model, node: Node) -> bool:
+    return (node.op == "Pooling" and node.attr("pool_type", "max") == "max"
+            and node.name not in model.float_nodes)
 
 
 def _zero_pad(x: np.ndarray, pad: tuple[int, int]) -> np.ndarray:

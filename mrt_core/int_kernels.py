@@ -11,6 +11,7 @@ import numpy as np
 
 ADD, MUL, RELU, RIGHT_SHIFT, LEFT_SHIFT, CLIP = range(6)
 ROW_MIN = 32  # shorter (sample, channel) rows run as one row per sample
+PARALLEL_MIN = 1 << 16  # smaller values run as one task: waking threads would cost more
 
 
 @numba.njit(inline="always")
@@ -53,24 +54,30 @@ def _apply(buf, codes, iargs, consts, t, c0):  # pragma: no cover - compiled
             buf[j] = min(max(buf[j], a), b)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _run_rows(x, out, codes, iargs, consts, per_channel, row, blocks):  # pragma: no cover - compiled
-    """x, out: (rows, L). per_channel: row r has channel r % C and one constant per step (consts: (k, C));
-    otherwise every row is one sample and consts (k, L) has one constant per element.
-    row: a length-L array whose dtype the work is done in; blocks: how many parallel tasks."""
-    rows, length = x.shape
+@numba.njit(cache=True, nogil=True)
+def _run_rows(x, out, codes, iargs, consts, per_channel, row, first):  # pragma: no cover - compiled
+    """x, out: (rows, L), rows first, first+1, ... of the whole value. per_channel: row r has channel
+    r % C and one constant per step (consts: (k, C)); otherwise every row is one sample and consts (k, L)
+    has one constant per element. row: a length-L array whose dtype the work is done in."""
     channels = consts.shape[1]
-    per_block = (rows + blocks - 1) // blocks
-    for blk in numba.prange(blocks):
-        buf = np.empty_like(row)  # once per task: an allocation per row costs as much as its work
-        for r in range(blk * per_block, min(rows, (blk + 1) * per_block)):
-            for j in range(length):
-                buf[j] = x[r, j]
-            c0 = r % channels if per_channel else -1
-            for t in range(codes.shape[0]):
-                _apply(buf, codes, iargs, consts, t, c0)
-            for j in range(length):
-                out[r, j] = buf[j]
+    buf = np.empty_like(row)
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            buf[j] = x[r, j]
+        c0 = (first + r) % channels if per_channel else -1
+        for t in range(codes.shape[0]):
+            _apply(buf, codes, iargs, consts, t, c0)
+        for j in range(x.shape[1]):
+            out[r, j] = buf[j]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _run_blocks(x, out, codes, iargs, consts, per_channel, row, blocks):  # pragma: no cover - compiled
+    """_run_rows on `blocks` row blocks at once, one per core."""
+    step = (x.shape[0] + blocks - 1) // blocks
+    for b in numba.prange(blocks):
+        a = b * step
+        _run_rows(x[a:a + step], out[a:a + step], codes, iargs, consts, per_channel, row, a)
 
 
 def keeps_zero(code: int, a: int, b: int, const) -> bool:
@@ -109,6 +116,16 @@ class Chain:
     def add(self, code: int, a: int = 0, b: int = 0, const: np.ndarray | None = None) -> None:
         self.steps.append((code, a, b, const))
 
+    def non_decreasing(self) -> bool:
+        """Whether every step keeps order (x <= y gives f(x) <= f(y)): all but a negative multiplier."""
+        return all(code != MUL or np.all(const >= 0) for code, _, _, const in self.steps)
+
+    def numpy_source(self) -> np.ndarray:
+        """The source as numpy (an MXNet result is copied out once, here)."""
+        if not isinstance(self.source, np.ndarray):
+            self.source = self.source.asnumpy()
+        return self.source
+
     def run(self, dtype) -> np.ndarray:
         k = len(self.steps)
         codes = np.array([st[0] for st in self.steps], dtype=np.int64)
@@ -121,7 +138,7 @@ class Chain:
             if const is not None:
                 consts[t] = np.broadcast_to(const.reshape(-1), (self.channels,)) if const.size == 1 \
                     else const.reshape(-1)
-        x = np.ascontiguousarray(self.source)
+        x = np.ascontiguousarray(self.numpy_source())
         shape = x.shape
         n = shape[0] if x.ndim else 1
         per_channel = x.size >= ROW_MIN * n * self.channels  # long rows: one (sample, channel) per row
@@ -129,6 +146,32 @@ class Chain:
             consts = np.repeat(consts, x.size // max(n * self.channels, 1), axis=1)
         x2 = x.reshape(n * self.channels if per_channel else n, -1)
         out = np.empty(x2.shape, dtype=dtype)
-        _run_rows(x2, out, codes, iargs.astype(work), consts, per_channel, np.zeros(x2.shape[1], work),
-                  max(1, min(len(x2), 4 * numba.get_num_threads())))
+        args = (codes, iargs.astype(work), consts, per_channel, np.zeros(x2.shape[1], work))
+        if _parallel(x, work):
+            _run_blocks(x2, out, *args, min(len(x2), 4 * numba.get_num_threads()))
+        else:
+            _run_rows(x2, out, *args, 0)
         return out.reshape(shape)
+
+
+def _parallel(x: np.ndarray, work) -> bool:
+    """Large values of the common dtypes run on every core. Each parallel variant takes seconds to compile
+    (once per machine: numba caches it on disk), so the rare ones (float64 values, int64 work) do not."""
+    return (x.size >= PARALLEL_MIN and numba.get_num_threads() > 1 and work is np.int32
+            and x.dtype in (np.float32, np.int32))
+
+
+def warm_up() -> None:
+    """Compile every kernel variant the executor uses, so that no first run waits for the compiler
+    (make runs it when it sets up the environment; afterwards numba loads them from its disk cache)."""
+    for source in (np.float32, np.float64, np.int32):
+        for out in (np.float32, np.int32):
+            for code in (RELU, LEFT_SHIFT):  # int32 and int64 work
+                for size in (1, PARALLEL_MIN):  # one task, and every core
+                    chain = Chain(np.zeros((1, 1, size), source))
+                    chain.add(code, 1, 1)
+                    chain.run(out)
+
+
+if __name__ == "__main__":
+    warm_up()

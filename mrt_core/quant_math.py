@@ -41,9 +41,11 @@ def affine_scale(lo, hi, precision: int):
 
 
 def round_half_away(x):
-    """Round to nearest, halves away from zero (numpy's rint rounds halves to even)."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    """Round to nearest, halves away from zero (numpy's rint rounds halves to even):
+    trunc(x + copysign(0.5, x)), which is sign(x) * floor(|x| + 0.5) in every bit, in fewer passes."""
+    x = np.array(x, dtype=np.float64)
+    x += np.copysign(0.5, x)
+    return np.trunc(x, out=x) if x.ndim else np.trunc(x)
 
 
 def quantize_symmetric(x, scale, precision: int) -> np.ndarray:
