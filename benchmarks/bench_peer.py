@@ -219,6 +219,7 @@ def bench_model(name: str, results: list, details: dict):
             cfg = make()
             model = session.quantize(cfg)
             t_q = time.perf_counter() - t
+            run_int(model, {session.input_name: x[:batch]}, keep="outputs")  # warm up, as the float runner is
             t = time.perf_counter()
             for s in range(0, len(x), batch):  # exact integer inference of the labelled set, outputs only
                 run_int(model, {session.input_name: x[s:s + batch]}, keep="outputs")

@@ -128,21 +128,36 @@ def _numpy_kernel(node: Node, args: list):
     return None
 
 
-def _mx_dtype(node: Node, model, input_precisions: list[int]) -> str:
+def _mx_dtype(node: Node, model) -> str:
     """float32 when every value and partial sum stays below 2^24, else float64 (both then exact)."""
+    key = ("dtype", node.name)
+    if key not in model.exec_cache:
+        model.exec_cache[key] = _exact_dtype(node, model)
+    return model.exec_cache[key]
+
+
+def _exact_dtype(node: Node, model) -> str:
     if node.name in model.float_nodes:
         return "float32"
-    prec = model.precision[node.name]
-    if max(input_precisions, default=0) > FLOAT32_EXACT_BITS:
+    in_prec = [model.precision.get(i, 32) for i in node.inputs]
+    if max(in_prec, default=0) > FLOAT32_EXACT_BITS:
         return "float64"
-    if node.op in ("Convolution", "FullyConnected"):  # partial sums stay below 2^(p-2)
-        return "float32" if prec - 2 <= FLOAT32_EXACT_BITS else "float64"
-    return "float32" if prec <= FLOAT32_EXACT_BITS else "float64"
+    params = model.graph.params
+    if node.op in ("Convolution", "FullyConnected"):
+        bound = 2.0 ** (model.precision[node.name] - 2)  # the precision's bound on every partial sum
+        if len(node.inputs) > 1 and node.inputs[1] in params:
+            # sharper, from the weights themselves: any partial sum of one output, in any order, is at most
+            # max|x| * sum|w| over that output's weights (a 1152-input conv of 8-bit values: 2^22, not 2^25)
+            w = np.abs(np.asarray(params[node.inputs[1]], dtype=np.float64))
+            bound = min(bound, qm.int_range(in_prec[0]) * float(w.reshape(len(w), -1).sum(axis=1).max())
+                        + sum(float(np.abs(params[b]).max()) for b in node.inputs[2:] if b in params))
+        return "float32" if bound < 2 ** FLOAT32_EXACT_BITS else "float64"
+    return "float32" if model.precision[node.name] <= FLOAT32_EXACT_BITS else "float64"
 
 
 def _mx_kernel(node: Node, model, args: list, strict: bool):
     import mxnet as mx
-    dt = _mx_dtype(node, model, [model.precision.get(i, 32) for i in node.inputs])
+    dt = _mx_dtype(node, model)
     out = mx_call(node, [mx.nd.array(a, dtype=dt) for a in args]).asnumpy()
     if node.name in model.float_nodes:
         return out
@@ -186,6 +201,20 @@ def fingerprints(model) -> dict[str, str]:
     return fps
 
 
+def checkpoints(model) -> set[str]:
+    """The integer values a rerun restarts from: every (non-constant) input of a Convolution or
+    FullyConnected. Small (most are requantized to the output precision) and one layer apart."""
+    graph = model.graph
+    return {i for n in graph.op_nodes() if n.op in ("Convolution", "FullyConnected") and n.name not in model.float_nodes
+            for i in n.inputs if i not in graph.params and i not in model.float_nodes}
+
+
+def compact(value: np.ndarray, precision: int) -> np.ndarray:
+    """An integer value in the fewest bytes its precision allows (run_int widens it back)."""
+    dtype = np.int8 if precision <= 8 else np.int16 if precision <= 16 else np.int32
+    return value.astype(dtype, copy=False)
+
+
 def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None = None,
             cache_tag: object = None, fingerprints_: dict | None = None, strict: bool = False,
             overrides: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -220,7 +249,8 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
         if node.name in overrides:
             run.put(node.name, overrides[node.name])
         elif node.name in sources:
-            run.put(node.name, cache[key(node.name)])
+            value = cache[key(node.name)]
+            run.put(node.name, value.astype(np.int32) if value.dtype.kind == "i" and value.itemsize < 4 else value)
         elif node.op == "null":
             src = graph.params[node.name] if node.name in graph.params else qfeeds[node.name]
             run.put(node.name, np.asarray(src, dtype=np.float32 if node.name in model.float_nodes else np.int32))
@@ -381,7 +411,7 @@ class _Fused(_NodeByNode):
     def _mx(self, node: Node):
         import mxnet as mx
         model = self.model
-        dt = _mx_dtype(node, model, [model.precision.get(i, 32) for i in node.inputs])
+        dt = _mx_dtype(node, model)
         can_pad = (node.op == "Convolution" and node.name not in model.float_nodes
                    and not any(node.tuple_attr("pad", (0,))))
         args = []

@@ -107,3 +107,57 @@ def test_keeps_zero_says_which_steps_map_zero_to_zero():
         chain.add(code, a, b, const)
         maps_to_zero = not np.any(chain.run(np.int32))
         assert keeps_zero(code, a, b, const) == maps_to_zero, (code, a, b, const)
+
+
+def test_wide_linear_runs_in_float32_only_when_its_weights_keep_every_partial_sum_exact():
+    from mrt_core.calibrate import calibrate
+    from mrt_core.graph import Graph, Node
+    from mrt_core.int_exec import _mx_dtype
+    from mrt_core.quantize import quantize
+
+    def model_for(w):
+        nodes = [Node("data", "null"), Node("w", "null"),
+                 Node("fc", "FullyConnected", ["data", "w"], {"num_hidden": w.shape[0], "no_bias": True})]
+        g = Graph(nodes, {"w": w}, ["fc"])
+        g.input_shapes = {"data": (-1, w.shape[1])}
+        x = np.ones((1, w.shape[1]), np.float32)
+        return quantize(g, calibrate(g, x, 1, 1)), x
+
+    k = 1152  # bits(1152) + 8 + 8 = 27: the precision bound alone (2^25) would need float64
+    small = np.full((2, k), 0.05, np.float32)
+    small[:, 0] = 1.0  # one large weight per row: quantized, the rest are 6 or 7, sum|w| * 127 < 2^24
+    model, x = model_for(small)
+    node = model.graph.nodes[model.values["fc"].name]
+    assert model.precision[node.name] == 27 and _mx_dtype(node, model) == "float32"
+    wq = model.graph.params[node.inputs[1]].astype(np.int64)
+    xq = np.where(wq[:1] >= 0, 127, -127)  # the worst case: every product at its largest, one sign
+    want = xq @ wq.T  # exact, in int64
+    assert np.abs(want).max() < 2 ** 24
+    got = run_int(model, {"data": (xq / model.input_scales["data"]).astype(np.float32)})[node.name]
+    assert np.array_equal(got, want)
+
+    big = np.ones((2, k), np.float32)  # sum|w| * 127 = 1152 * 127 * 127 > 2^24: float64
+    model, _ = model_for(big)
+    node = model.graph.nodes[model.values["fc"].name]
+    assert _mx_dtype(node, model) == "float64"
+
+
+def test_incremental_evaluate_equals_a_fresh_one():
+    """Reruns start from the previous run's checkpoints and reuse unchanged layers' statistics; every
+    figure must be what a session without that history computes."""
+    session, run = Session.from_ini(sample_ini("resnet"))
+    fresh, _ = Session.from_ini(sample_ini("resnet"))
+    session.eval_num = fresh.eval_num = 3  # 300 images: enough for every path, and quick
+    nodes = [n.name for n in session.original.op_nodes()]
+    convs = [n.name for n in session.original.op_nodes() if n.op == "Convolution"]
+    cfg = QuantConfig()
+    steps = [cfg, cfg.with_node(convs[3], granularity="output-channel-wise"),
+             cfg.with_node(convs[3], granularity="output-channel-wise").with_node(nodes[-1], restore=True),
+             cfg.with_node(convs[0], quant_type="UniformAffine"), cfg]
+    for c in steps:
+        got = session.evaluate(session.quantize(c))
+        fresh._int_cache, fresh._stats_cache = {}, {}
+        want = fresh.evaluate(fresh.quantize(c))
+        assert (got.quant_top1, got.quant_top5, got.fidelity) == (want.quant_top1, want.quant_top5, want.fidelity)
+        assert [(r.name, r.sqnr_db, r.cosine, r.max_abs) for r in got.layers] == \
+            [(r.name, r.sqnr_db, r.cosine, r.max_abs) for r in want.layers]
