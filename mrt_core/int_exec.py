@@ -16,7 +16,7 @@ from . import quant_math as qm
 from .errors import CheckError, ModelError
 from .float_exec import mx_call
 from .graph import Node
-from .int_kernels import ADD, CLIP, LEFT_SHIFT, MUL, RELU, RIGHT_SHIFT, Chain, keeps_zero
+from .int_kernels import ADD, CHANNEL_RIGHT_SHIFT, CLIP, LEFT_SHIFT, MUL, RELU, RIGHT_SHIFT, Chain, keeps_zero
 
 FLOAT32_EXACT_BITS = 24
 
@@ -25,11 +25,16 @@ def _bound(node: Node) -> int:
     return qm.int_range(int(node.attr("precision")))
 
 
-def _right_shift(node: Node, x):
+def _right_shift(node: Node, x, shifts=None):
     """Rounding right shift on int32: ((x >> (s-1)) + 1) >> 1 is floor((floor(x / 2^(s-1)) + 1) / 2).
+    shifts: a constant of one shift (>= 1) per channel, instead of the node's shift_bit.
     One new array, then in place: allocating is what costs most on large tensors."""
-    s = int(node.attr("shift_bit"))
-    if s > 0:
+    if shifts is not None:
+        y = np.right_shift(x, (shifts - 1).astype(x.dtype))
+        y += 1
+        np.right_shift(y, 1, out=y)
+    elif int(node.attr("shift_bit")) > 0:
+        s = int(node.attr("shift_bit"))
         y = np.right_shift(x, s - 1)
         y += 1
         np.right_shift(y, 1, out=y)
@@ -115,7 +120,7 @@ def _numpy_kernel(node: Node, args: list):
     """numpy runs elementwise integer ops several times faster than mx.nd; None when it has no kernel.
     int32 is exact: every integer node's precision is at most 32 bits, products and sums included."""
     if node.op in UNARY:
-        return UNARY[node.op](node, args[0])
+        return UNARY[node.op](node, *args)  # a per-channel shift has its shifts as a second input
     if node.op in NARY:
         return NARY[node.op](args[0], args[1])
     if node.op == "add_n":
@@ -485,6 +490,9 @@ def _make_chain_step(model, node: Node):
             return inputs[0], CLIP, -_bound(node), _bound(node), None
         code = RIGHT_SHIFT if op == "cvm_right_shift" else LEFT_SHIFT
         return inputs[0], code, int(node.attr("shift_bit")), _bound(node), None
+    if op == "cvm_right_shift" and len(inputs) == 2 and inputs[1] in model.graph.params:
+        shifts = np.asarray(model.graph.params[inputs[1]], dtype=np.int64)
+        return inputs[0], CHANNEL_RIGHT_SHIFT, 0, _bound(node), shifts
     codes = {"broadcast_add": ADD, "elemwise_add": ADD, "broadcast_mul": MUL, "elemwise_mul": MUL}
     if op in codes and len(inputs) == 2:
         consts = [i for i in inputs if i in model.graph.params]

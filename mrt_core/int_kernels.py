@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-ADD, MUL, RELU, RIGHT_SHIFT, LEFT_SHIFT, CLIP = range(6)
+ADD, MUL, RELU, RIGHT_SHIFT, LEFT_SHIFT, CLIP, CHANNEL_RIGHT_SHIFT = range(7)
 ROW_MIN = 32  # shorter (sample, channel) rows run as one row per sample
 PARALLEL_MIN = 1 << 16  # smaller values run as one task: waking threads would cost more
 
@@ -45,6 +45,15 @@ def _apply(buf, codes, iargs, consts, t, c0):  # pragma: no cover - compiled
             if a > 0:  # rounding right shift: ((x >> (s-1)) + 1) >> 1
                 for j in range(n):
                     buf[j] = ((buf[j] >> (a - 1)) + 1) >> 1
+            a, b = -b, b
+        elif code == CHANNEL_RIGHT_SHIFT:  # the same, by each channel's own shift (all >= 1)
+            if c0 >= 0:
+                v = consts[t, c0] - 1
+                for j in range(n):
+                    buf[j] = ((buf[j] >> v) + 1) >> 1
+            else:
+                for j in range(n):
+                    buf[j] = ((buf[j] >> (consts[t, j] - 1)) + 1) >> 1
             a, b = -b, b
         elif code == LEFT_SHIFT:
             for j in range(n):

@@ -7,6 +7,7 @@ content fingerprint, so a rerun after one node's toggle recomputes only what cha
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -52,6 +53,15 @@ class Evaluation:
     layers: list[LayerError]
     seconds: dict = field(default_factory=dict)
     fidelity: dict = field(default_factory=dict)  # label-free agreement with the float model
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc keeps freed activation-sized arrays in its
+    heap, where a later step's peak would stack on them). Costs a few milliseconds; elsewhere a no-op."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def fidelity(float_logits: np.ndarray, quant_logits: np.ndarray) -> dict:
@@ -224,8 +234,9 @@ class Session:
                 keep.add(out_name)
             ivals = run_int(model, {self.input_name: x}, keep=keep | checkpoints, cache=self._int_cache,
                             cache_tag=k, fingerprints_=fps, strict=check) if keep or check else {}
-            for n in checkpoints & set(ivals):
-                new_cache[(k, fps[n])] = _compact(ivals[n], model.precision[n])
+            for n in checkpoints:
+                ck = (k, fps[n])
+                new_cache[ck] = _compact(ivals[n], model.precision[n]) if n in ivals else self._int_cache.get(ck)
             for orig, p in layer_nodes.items():
                 key = keys[orig]
                 part = self._stats_cache.get(key) or ErrorStats().add(fvals[p], self.dequantized(model, p, ivals))
@@ -241,8 +252,9 @@ class Session:
             del ivals  # this batch's integer values are summarized: free them before the next batch's
             if progress:
                 progress((i + 1) / len(batches))
-        self._int_cache = new_cache  # only this run's checkpoints: the next toggle starts from them
+        self._int_cache = {ck: v for ck, v in new_cache.items() if v is not None}  # the next toggle starts here
         self._stats_cache = new_stats
+        release_free_memory()
         fl, ql, lab = np.concatenate(float_logits), np.concatenate(quant_logits), np.concatenate(labels)
         layers = []
         for orig, p in layer_nodes.items():
@@ -308,9 +320,9 @@ class Session:
         return out
 
     def recommended_config(self, evaluation: Evaluation | None = None) -> QuantConfig:
-        """The `recommended` preset: the candidate discovery's weight-scale suggestions (group-wise weights
-        for depthwise convs, per-output-channel weights where channels' ranges spread). Zero points and
-        restores are left to the user: restores are for diagnosis, zero points measured worse (below)."""
+        """The `recommended` preset: the candidate discovery's suggestions (group-wise weights for depthwise
+        convs, per-output-channel weights where channels' ranges spread, zero points where a range is
+        one-sided). Restores are left to the user: they are for diagnosis, not a quantized model."""
         from .analysis import candidates
         config = QuantConfig()
         for cand in candidates(self, evaluation, None, top=len(self.prepared.nodes)):
@@ -318,10 +330,6 @@ class Session:
                 continue
             if cand.kind == "channel-wise" and cand.suggestion.get("granularity") == "channel-wise":
                 continue  # input-channel splitting costs IOPs and time; per-channel weight scales do not
-            if cand.kind == "zero-point":
-                # shown in the candidate table, not applied: on EfficientNet-Lite0 the zero points lowered the
-                # logit cosine (0.973 -> 0.899); per-channel weight scales are what closes its gap
-                continue
             config = config.with_node(cand.name, **cand.suggestion)
         for node in self.original.op_nodes():  # depthwise / grouped convs: one weight scale per group
             if node.op == "Convolution" and int(node.attr("num_group", 1)) > 1:

@@ -161,3 +161,25 @@ def test_incremental_evaluate_equals_a_fresh_one():
         assert (got.quant_top1, got.quant_top5, got.fidelity) == (want.quant_top1, want.quant_top5, want.fidelity)
         assert [(r.name, r.sqnr_db, r.cosine, r.max_abs) for r in got.layers] == \
             [(r.name, r.sqnr_db, r.cosine, r.max_abs) for r in want.layers]
+
+
+def test_a_rerun_that_computes_nothing_keeps_the_checkpoints():
+    session, run = Session.from_ini(sample_ini("lenet"))
+    session.eval_num = 2
+    model = session.quantize(QuantConfig())
+    session.evaluate(model)
+    held = dict(session._int_cache)
+    assert held
+    session.evaluate(session.quantize(QuantConfig()))  # same fingerprints: nothing to compute
+    assert session._int_cache.keys() == held.keys()
+
+
+def test_channel_right_shift_matches_the_contract_per_channel_in_both_row_layouts():
+    from mrt_core.int_kernels import CHANNEL_RIGHT_SHIFT
+    shifts = np.array([1, 4, 9, 32]).reshape(1, 4, 1)
+    for length in (64, 1):
+        x = np.arange(-(2 ** 12), 2 ** 12, 37)[: 2 * 4 * length].reshape(2, 4, length) * 977
+        chain = Chain(x.astype(np.int32))
+        chain.add(CHANNEL_RIGHT_SHIFT, 0, qm.int_range(16), shifts)
+        want = np.stack([qm.right_shift_round(x[:, i], int(s), 16) for i, s in enumerate(shifts.ravel())], axis=1)
+        assert np.array_equal(chain.run(np.int32), want), length

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mrt_core import ops  # noqa: F401
+from mrt_core import quant_math as qm
 from mrt_core.calibrate import Features, calibrate, optimized_range
 from mrt_core.errors import ConfigError
 from mrt_core.graph import Graph, Node
@@ -314,3 +315,32 @@ def test_config_on_folded_or_dropped_nodes_applies_and_no_op_settings_warn():
 def test_optimizor_attribute_ranges_are_checked(opt, match):
     with pytest.raises(ConfigError, match=match):
         QuantConfig().with_node("n", optimizor=opt)
+
+
+def test_per_channel_weight_scales_spread_far_get_one_shift_per_channel():
+    # a depthwise conv whose channels' weights differ by 2^16: with one shift for all, the smallest
+    # channel's multiplier would keep 19 - 16 = 3 bits (a 6% scale error); one shift each keeps all 19
+    rng = np.random.RandomState(3)
+    c = 4
+    w = rng.uniform(-1, 1, (c, 1, 3, 3)) * (2.0 ** -np.array([0, 5, 11, 16])).reshape(c, 1, 1, 1)
+    g = _linear_graph("Convolution", (8, c, 6, 6), w, groups=c, shift=0.5)
+    x = rng.uniform(-1, 1, (8, c, 6, 6)).astype(np.float32)
+    model = quantize(g, calibrate(g, x, 8, 1), QuantConfig().with_node("y", granularity="group-wise"))
+    assert model.reports["y"].scale_error < 1e-4  # one shift for all: over 6%
+    shift = [n for n in model.reports["y"].int_nodes if model.graph.nodes[n].op == "cvm_right_shift"
+             and len(model.graph.nodes[n].inputs) == 2]
+    assert shift, "the merge should use a per-channel shift"
+    node = model.graph.nodes[shift[-1]]
+    shifts = model.graph.params[node.inputs[1]].reshape(-1)
+    assert len(set(shifts.tolist())) > 1
+    vals = run_int(model, {"data": x}, keep="all", strict=True)
+    # by hand, per channel: the rounding right shift of the multiplied value, clipped to the precision
+    src = vals[node.inputs[0]].astype(np.int64)
+    want = np.stack([qm.right_shift_round(src[:, i], int(s), model.precision[node.name])
+                     for i, s in enumerate(shifts)], axis=1)
+    assert np.array_equal(vals[node.name], want)
+    fast = run_int(model, {"data": x}, keep="all")
+    assert all(np.array_equal(fast[n], v) for n, v in vals.items())
+    qt = model.values["y"]
+    ref = _float_op(g, x)
+    assert np.abs(vals[qt.name] / qt.scale - ref).max() < 0.05 * np.abs(ref).max()
