@@ -178,7 +178,7 @@ def test_channel_right_shift_matches_the_contract_per_channel_in_both_row_layout
     from mrt_core.int_kernels import CHANNEL_RIGHT_SHIFT
     shifts = np.array([1, 4, 9, 32]).reshape(1, 4, 1)
     for length in (64, 1):
-        x = np.arange(-(2 ** 12), 2 ** 12, 37)[: 2 * 4 * length].reshape(2, 4, length) * 977
+        x = (np.arange(2 * 4 * length) * 7919 % 8191 - 4095).reshape(2, 4, length) * 977
         chain = Chain(x.astype(np.int32))
         chain.add(CHANNEL_RIGHT_SHIFT, 0, qm.int_range(16), shifts)
         want = np.stack([qm.right_shift_round(x[:, i], int(s), 16) for i, s in enumerate(shifts.ravel())], axis=1)
