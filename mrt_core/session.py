@@ -55,6 +55,9 @@ class Evaluation:
     fidelity: dict = field(default_factory=dict)  # label-free agreement with the float model
 
 
+FLOAT_CACHE_BYTES = int(os.environ.get("MRT_FLOAT_CACHE_MB", 512)) << 20
+
+
 def release_free_memory() -> None:
     """Hand the heap's free pages back to the system (glibc keeps freed activation-sized arrays in its
     heap, where a later step's peak would stack on them). Costs a few milliseconds; elsewhere a no-op."""
@@ -147,6 +150,7 @@ class Session:
         self.seconds["prepare"] = time.perf_counter() - t
         self._features: dict[str, Features] | None = None
         self._float_cache: dict[int, dict[str, np.ndarray]] = {}
+        self._float_logits: dict[int, np.ndarray] = {}
         self._int_cache: dict = {}
         self._stats_cache: dict = {}  # (batch, fingerprint, scale, offset) -> that batch's ErrorStats
 
@@ -190,14 +194,22 @@ class Session:
             starts = starts[:self.eval_num]
         return [(k, x[s:s + self.eval_batch], y[s:s + self.eval_batch]) for k, s in enumerate(starts)]
 
-    def float_values(self, k: int, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Float activations (of the nodes users see) for evaluation batch k, computed once."""
-        if k not in self._float_cache:
-            keep = set(self.prepared.value_of.values()) | set(self.prepared.outputs)
-            vals = run_float(self.prepared, {self.input_name: x}, keep=keep)
-            # one value at a time, each MXNet array freed as its copy is made: not both sets at once
-            self._float_cache[k] = {n: vals.pop(n).asnumpy() for n in list(vals)}
-        return self._float_cache[k]
+    def float_values(self, k: int, x: np.ndarray, nodes: set[str] | None = None) -> dict[str, np.ndarray]:
+        """Float activations for evaluation batch k: of `nodes`, or of every node users see (and then kept
+        for later runs while all batches' fit in FLOAT_CACHE_BYTES; a large model's are recomputed when a
+        rerun needs them instead of holding gigabytes)."""
+        if k in self._float_cache:
+            return self._float_cache[k]
+        keep = set(nodes) if nodes is not None else set(self.prepared.value_of.values()) | set(self.prepared.outputs)
+        vals = run_float(self.prepared, {self.input_name: x}, keep=keep)
+        # one value at a time, each MXNet array freed as its copy is made: not both sets at once
+        values = {n: vals.pop(n).asnumpy() for n in list(vals)}
+        out = self.prepared.outputs[0]
+        self._float_logits[k] = values[out]
+        size = sum(v.nbytes for v in values.values())
+        if nodes is None and size * len(self.eval_batches()) <= FLOAT_CACHE_BYTES:
+            self._float_cache[k] = values
+        return values
 
     # ---- the fast, config-dependent steps
     def quantize(self, config: QuantConfig | None = None, settings: Settings | None = None) -> QuantizedModel:
@@ -224,12 +236,16 @@ class Session:
         float_logits, quant_logits, labels = [], [], []
         batches = self.eval_batches()
         for i, (k, x, y) in enumerate(batches):
-            fvals = self.float_values(k, x)
             keys = {orig: (k, fps[model.values[p].name], np.asarray(model.values[p].scale).tobytes(),
                            model.values[p].offset) for orig, p in layer_nodes.items()}
             qo = model.values[out]
             logits_key = ("logits", k, fps[out_name], np.asarray(qo.scale).tobytes(), qo.offset)
-            keep = {model.values[layer_nodes[o]].name for o, key in keys.items() if key not in self._stats_cache}
+            missing = {o for o, key in keys.items() if key not in self._stats_cache}
+            fvals = None  # needed only where statistics are missing
+            if missing or k not in self._float_logits:
+                first = k not in self._float_logits  # every node, kept if the cache has room
+                fvals = self.float_values(k, x, None if first else {layer_nodes[o] for o in missing} | {out})
+            keep = {model.values[layer_nodes[o]].name for o in missing}
             if logits_key not in self._stats_cache:
                 keep.add(out_name)
             ivals = run_int(model, {self.input_name: x}, keep=keep | checkpoints, cache=self._int_cache,
@@ -246,10 +262,10 @@ class Session:
             if logits is None:
                 logits = self.dequantized(model, out, ivals)
             new_stats[logits_key] = logits
-            float_logits.append(fvals[out])
+            float_logits.append(self._float_logits[k])
             quant_logits.append(logits)
             labels.append(y)
-            del ivals  # this batch's integer values are summarized: free them before the next batch's
+            del ivals, fvals  # this batch's values are summarized: free them before the next batch's
             if progress:
                 progress((i + 1) / len(batches))
         self._int_cache = {ck: v for ck, v in new_cache.items() if v is not None}  # the next toggle starts here
