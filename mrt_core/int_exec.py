@@ -208,10 +208,13 @@ def fingerprints(model) -> dict[str, str]:
 
 def checkpoints(model) -> set[str]:
     """The integer values a rerun restarts from: every (non-constant) input of a Convolution or
-    FullyConnected. Small (most are requantized to the output precision) and one layer apart."""
+    FullyConnected, and every value of a user's node that fits 16 bits. Small (most are requantized to the
+    output precision) and at most one layer apart."""
     graph = model.graph
-    return {i for n in graph.op_nodes() if n.op in ("Convolution", "FullyConnected") and n.name not in model.float_nodes
-            for i in n.inputs if i not in graph.params and i not in model.float_nodes}
+    inputs = {i for n in graph.op_nodes() if n.op in ("Convolution", "FullyConnected")
+              and n.name not in model.float_nodes for i in n.inputs if i not in graph.params}
+    narrow = {qt.name for qt in model.values.values() if not qt.is_float and model.precision.get(qt.name, 32) <= 16}
+    return {n for n in inputs | narrow if n not in model.float_nodes and graph.nodes[n].op != "null"}
 
 
 def compact(value: np.ndarray, precision: int) -> np.ndarray:

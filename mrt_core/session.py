@@ -55,7 +55,9 @@ class Evaluation:
     fidelity: dict = field(default_factory=dict)  # label-free agreement with the float model
 
 
-FLOAT_CACHE_BYTES = int(os.environ.get("MRT_FLOAT_CACHE_MB", 512)) << 20
+# what reruns may keep: float activations of every user's node, and int32 values beyond the checkpoints
+FLOAT_CACHE_BYTES = int(os.environ.get("MRT_FLOAT_CACHE_MB", 1024)) << 20
+INT_CACHE_BYTES = int(os.environ.get("MRT_INT_CACHE_MB", 1024)) << 20
 
 
 def release_free_memory() -> None:
@@ -229,6 +231,8 @@ class Session:
         out = prep.outputs[0]
         out_name = model.values[out].name
         checkpoints = _checkpoints(model)
+        if self._layer_bytes(layer_nodes.values()) <= INT_CACHE_BYTES:  # small model: every layer's value too
+            checkpoints |= {model.values[p].name for p in layer_nodes.values() if not model.values[p].is_float}
         fps = fingerprints(model)
         new_cache: dict = {}
         new_stats: dict = {}
@@ -279,6 +283,11 @@ class Session:
                                      st.max_abs, rep.restored))
         return Evaluation(topk(fl, lab, 1), topk(fl, lab, 5), topk(ql, lab, 1), topk(ql, lab, 5), len(lab),
                           model.max_precision, layers, {"evaluate": time.perf_counter() - t0}, fidelity(fl, ql))
+
+    def _layer_bytes(self, nodes) -> int:
+        """Bytes of these prepared nodes' values over the evaluation set, as int32."""
+        n = sum(len(x) for _, x, _ in self.eval_batches())
+        return 4 * n * sum(int(np.prod(self.shapes[p])) for p in nodes if p in self.shapes)
 
     def view_inputs(self) -> tuple[np.ndarray, int]:
         """Every sample (test and calibration) and fixed augmented views of them: horizontal flip and, for
