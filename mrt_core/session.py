@@ -252,8 +252,9 @@ class Session:
             keep = {model.values[layer_nodes[o]].name for o in missing}
             if logits_key not in self._stats_cache:
                 keep.add(out_name)
-            ivals = run_int(model, {self.input_name: x}, keep=keep | checkpoints, cache=self._int_cache,
-                            cache_tag=k, fingerprints_=fps, strict=check) if keep or check else {}
+            fresh = {n for n in checkpoints if (k, fps[n]) not in self._int_cache}  # the rest carry over
+            ivals = run_int(model, {self.input_name: x}, keep=keep | fresh, cache=self._int_cache,
+                            cache_tag=k, fingerprints_=fps, strict=check) if keep or fresh or check else {}
             for n in checkpoints:
                 ck = (k, fps[n])
                 new_cache[ck] = _compact(ivals[n], model.precision[n]) if n in ivals else self._int_cache.get(ck)
