@@ -29,12 +29,8 @@ def _right_shift(node: Node, x, shifts=None):
     """Rounding right shift on int32: ((x >> (s-1)) + 1) >> 1 is floor((floor(x / 2^(s-1)) + 1) / 2).
     shifts: a constant of one shift (>= 1) per channel, instead of the node's shift_bit.
     One new array, then in place: allocating is what costs most on large tensors."""
-    if shifts is not None:
-        y = np.right_shift(x, (shifts - 1).astype(x.dtype))
-        y += 1
-        np.right_shift(y, 1, out=y)
-    elif int(node.attr("shift_bit")) > 0:
-        s = int(node.attr("shift_bit"))
+    s = shifts.astype(x.dtype) if shifts is not None else int(node.attr("shift_bit"))
+    if np.all(s > 0):
         y = np.right_shift(x, s - 1)
         y += 1
         np.right_shift(y, 1, out=y)
@@ -133,12 +129,17 @@ def _numpy_kernel(node: Node, args: list):
     return None
 
 
+def _per_node(model, node: Node, decide):
+    """decide(node, model), worked out once per model and node (the executor asks on every run)."""
+    key = (decide.__name__, node.name)
+    if key not in model.exec_cache:
+        model.exec_cache[key] = decide(node, model)
+    return model.exec_cache[key]
+
+
 def _mx_dtype(node: Node, model) -> str:
     """float32 when every value and partial sum stays below 2^24, else float64 (both then exact)."""
-    key = ("dtype", node.name)
-    if key not in model.exec_cache:
-        model.exec_cache[key] = _exact_dtype(node, model)
-    return model.exec_cache[key]
+    return _per_node(model, node, _exact_dtype)
 
 
 def _exact_dtype(node: Node, model) -> str:
@@ -275,7 +276,8 @@ class _NodeByNode:
     def __init__(self, model, needed: set[str], keep: set[str]):
         self.model, self.keep = model, keep
         users = model.graph.consumers()
-        self.remaining = {n: sum(1 for u in users[n] if u in needed) for n in model.graph.nodes}
+        self.users = {n: [u for u in users[n] if u in needed] for n in model.graph.nodes}  # needed readers
+        self.remaining = {n: len(u) for n, u in self.users.items()}
         self.values: dict[str, np.ndarray] = {}
         self.pending: dict[str, Chain] = {}
 
@@ -323,8 +325,6 @@ class _Fused(_NodeByNode):
 
     def __init__(self, model, needed: set[str], keep: set[str]):
         super().__init__(model, needed, keep)
-        users = model.graph.consumers()
-        self.users = {n: [u for u in users[n] if u in needed] for n in model.graph.nodes}
         self.borrowed: set[str] = set()
 
     def put(self, name: str, value) -> None:
@@ -386,9 +386,9 @@ class _Fused(_NodeByNode):
             chain = self._join(data, keeps_zero(code, a, b, const), const)
             if chain is not None:
                 chain.add(code, a, b, const)
-        elif _zero_pad_widths(model, node) is not None:
+        elif (pad := _zero_pad_widths(model, node)) is not None:
             chain = self._join(node.inputs[0], pads=True)
-            chain.pad = _zero_pad_widths(model, node)
+            chain.pad = pad
         elif _is_max_pool(model, node):
             chain = self._pool_first(node)
         if chain is not None:
@@ -459,30 +459,27 @@ def _zero_pad(x: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
 def _zero_pad_widths(model, node: Node):
     """(rows, columns) when `node` pads the last two axes of a 4-d integer value with zeros on both sides
     alike, else None."""
-    key = ("pad", node.name)
-    if key not in model.exec_cache:
-        widths = None
-        if node.op == "pad" and node.name not in model.float_nodes:
-            w = node.tuple_attr("pad_width")
-            if (node.attr("mode", "constant") == "constant" and float(node.attr("constant_value", 0)) == 0
-                    and len(w) == 8 and not any(w[:4]) and w[4] == w[5] and w[6] == w[7]):
-                widths = (w[4], w[6])
-        model.exec_cache[key] = widths
-    return model.exec_cache[key]
+    return _per_node(model, node, _pad_widths)
+
+
+def _pad_widths(node: Node, model):
+    if node.op != "pad" or node.name in model.float_nodes:
+        return None
+    w = node.tuple_attr("pad_width")
+    if (node.attr("mode", "constant") == "constant" and float(node.attr("constant_value", 0)) == 0
+            and len(w) == 8 and not any(w[:4]) and w[4] == w[5] and w[6] == w[7]):
+        return w[4], w[6]
+    return None
 
 
 def _chain_step(model, node: Node):
     """(data input, opcode, a, b, constant) when `node` can run inside a Chain, else None."""
+    return _per_node(model, node, _make_chain_step)
+
+
+def _make_chain_step(node: Node, model):
     if node.name in model.float_nodes:
         return None
-    cache = model.exec_cache
-    k = ("step", node.name)
-    if k not in cache:
-        cache[k] = _make_chain_step(model, node)
-    return cache[k]
-
-
-def _make_chain_step(model, node: Node):
     op, inputs = node.op, node.inputs
     if op in ("relu", "cvm_right_shift", "cvm_left_shift", "cvm_clip", "clip") and len(inputs) == 1:
         if op == "relu":

@@ -208,8 +208,7 @@ class Session:
         values = {n: vals.pop(n).asnumpy() for n in list(vals)}
         out = self.prepared.outputs[0]
         self._float_logits[k] = values[out]
-        size = sum(v.nbytes for v in values.values())
-        if nodes is None and size * len(self.eval_batches()) <= FLOAT_CACHE_BYTES:
+        if nodes is None and self._layer_bytes(keep) <= FLOAT_CACHE_BYTES:
             self._float_cache[k] = values
         return values
 
@@ -223,8 +222,8 @@ class Session:
 
         A rerun computes only what changed: a layer whose integer value has the fingerprint of one in the
         previous run keeps its error statistics, and the integer run starts from the previous run's
-        checkpoints (every input of a Convolution/FullyConnected, stored in as few bytes as its
-        precision allows) instead of from the input."""
+        checkpoints (int_exec.checkpoints, stored in as few bytes as their precision allows; every layer's
+        value too while the model's fit INT_CACHE_BYTES) instead of from the input."""
         t0 = time.perf_counter()
         prep = self.prepared
         layer_nodes = {orig: p for orig, p in prep.value_of.items() if prep.nodes[p].op != "null"}
@@ -234,16 +233,19 @@ class Session:
         if self._layer_bytes(layer_nodes.values()) <= INT_CACHE_BYTES:  # small model: every layer's value too
             checkpoints |= {model.values[p].name for p in layer_nodes.values() if not model.values[p].is_float}
         fps = fingerprints(model)
+        # what a layer's statistics depend on besides the batch: its integer value and how it dequantizes
+        layer_keys = {orig: (fps[model.values[p].name], np.asarray(model.values[p].scale).tobytes(),
+                             model.values[p].offset) for orig, p in layer_nodes.items()}
+        qo = model.values[out]
+        logits_id = (fps[out_name], np.asarray(qo.scale).tobytes(), qo.offset)
         new_cache: dict = {}
         new_stats: dict = {}
         stats = {orig: ErrorStats() for orig in layer_nodes}
         float_logits, quant_logits, labels = [], [], []
         batches = self.eval_batches()
         for i, (k, x, y) in enumerate(batches):
-            keys = {orig: (k, fps[model.values[p].name], np.asarray(model.values[p].scale).tobytes(),
-                           model.values[p].offset) for orig, p in layer_nodes.items()}
-            qo = model.values[out]
-            logits_key = ("logits", k, fps[out_name], np.asarray(qo.scale).tobytes(), qo.offset)
+            keys = {orig: (k, *lk) for orig, lk in layer_keys.items()}
+            logits_key = ("logits", k, *logits_id)
             missing = {o for o, key in keys.items() if key not in self._stats_cache}
             fvals = None  # needed only where statistics are missing
             if missing or k not in self._float_logits:
