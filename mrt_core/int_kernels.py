@@ -89,6 +89,62 @@ def _run_blocks(x, out, codes, iargs, consts, per_channel, row, blocks):  # prag
         _run_rows(x[a:a + step], out[a:a + step], codes, iargs, consts, per_channel, row, a)
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _pool_rows(x, out, kh, kw, sh, sw, ph, pw, take_max):  # pragma: no cover - compiled
+    """x: (rows, H, W) int32, out: (rows, OH, OW); each output the sum (zeros outside x) or the max (of
+    the elements inside x; every window holds one) of its window."""
+    height, width = x.shape[1], x.shape[2]
+    for r in numba.prange(x.shape[0]):
+        for oh in range(out.shape[1]):
+            h0 = oh * sh - ph
+            for ow in range(out.shape[2]):
+                w0 = ow * sw - pw
+                acc = -(1 << 62) if take_max else 0
+                for i in range(max(h0, 0), min(h0 + kh, height)):
+                    for j in range(max(w0, 0), min(w0 + kw, width)):
+                        acc = max(acc, x[r, i, j]) if take_max else acc + x[r, i, j]
+                out[r, oh, ow] = acc
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _pool_2x2(x, out, take_max):  # pragma: no cover - compiled
+    """_pool_rows for the common 2x2 window at stride 2: its constant offsets run 10x faster."""
+    for r in numba.prange(x.shape[0]):
+        for oh in range(out.shape[1]):
+            for ow in range(out.shape[2]):
+                a, b = x[r, 2 * oh, 2 * ow], x[r, 2 * oh, 2 * ow + 1]
+                c, d = x[r, 2 * oh + 1, 2 * ow], x[r, 2 * oh + 1, 2 * ow + 1]
+                out[r, oh, ow] = max(max(a, b), max(c, d)) if take_max else np.int64(a) + b + c + d
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _pool_global(x, out, take_max):  # pragma: no cover - compiled
+    """x: (rows, H * W); out: (rows,), the sum or the max of each row."""
+    for r in numba.prange(x.shape[0]):
+        acc = np.int64(x[r, 0])
+        for j in range(1, x.shape[1]):
+            acc = max(acc, x[r, j]) if take_max else acc + x[r, j]
+        out[r] = acc
+
+
+def pool(x: np.ndarray, take_max: bool, kernel, stride, pad, out_hw) -> np.ndarray:
+    """Max or sum pooling of the last two axes of an integer value, exact (int64 sums); out_hw: the
+    output's (rows, columns), as the op's convention decides them. MXNet pools no integer dtype, and has
+    no fast kernel for pool_type sum."""
+    x = np.ascontiguousarray(x, dtype=np.int32)
+    height, width = x.shape[-2:]
+    rows = x.reshape(-1, height, width)
+    out = np.empty((rows.shape[0], *out_hw), dtype=np.int32)
+    if tuple(out_hw) == (1, 1) and tuple(kernel) == (height, width) and not any(pad):
+        _pool_global(rows.reshape(len(rows), -1), out.reshape(-1), take_max)
+    elif (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and not any(pad)
+          and 2 * out_hw[0] <= height and 2 * out_hw[1] <= width):
+        _pool_2x2(rows, out, take_max)
+    else:
+        _pool_rows(rows, out, *kernel, *stride, *pad, take_max)
+    return out.reshape(*x.shape[:-2], *out_hw)
+
+
 def keeps_zero(code: int, a: int, b: int, const) -> bool:
     """Whether the step maps 0 to 0, so a zero pad may run before or after it."""
     if code == ADD:
@@ -173,13 +229,16 @@ def _parallel(x: np.ndarray, work) -> bool:
 def warm_up() -> None:
     """Compile every kernel variant the executor uses, so that no first run waits for the compiler
     (make runs it when it sets up the environment; afterwards numba loads them from its disk cache)."""
-    for source in (np.float32, np.float64, np.int32):
-        for out in (np.float32, np.int32):
-            for code in (RELU, LEFT_SHIFT):  # int32 and int64 work
-                for size in (1, PARALLEL_MIN):  # one task, and every core
-                    chain = Chain(np.zeros((1, 1, size), source))
-                    chain.add(code, 1, 1)
-                    chain.run(out)
+    variants = [(source, out, code) for source in (np.float32, np.float64, np.int32)
+                for out in (np.float32, np.int32) for code in (RELU, LEFT_SHIFT)]  # int32 and int64 work
+    variants += [(source, np.uint8, RELU) for source in (np.float32, np.int32)]  # int8 convolutions' data
+    for source, out, code in variants:
+        for size in (1, PARALLEL_MIN):  # one task, and every core
+            chain = Chain(np.zeros((1, 1, size), source))
+            chain.add(code, 1, 1)
+            chain.run(out)
+    for kernel, stride in (((2, 2), (2, 2)), ((2, 2), (1, 1)), ((3, 3), (1, 1))):  # each kernel above
+        pool(np.zeros((1, 1, 3, 3), np.int32), True, kernel, stride, (0, 0), (1, 1))
 
 
 if __name__ == "__main__":

@@ -183,3 +183,97 @@ def test_channel_right_shift_matches_the_contract_per_channel_in_both_row_layout
         chain.add(CHANNEL_RIGHT_SHIFT, 0, qm.int_range(16), shifts)
         want = np.stack([qm.right_shift_round(x[:, i], int(s), 16) for i, s in enumerate(shifts.ravel())], axis=1)
         assert np.array_equal(chain.run(np.int32), want), length
+
+
+POOLS = [  # (pool_type, attrs): windows, strides, pads and both conventions MXNet sizes outputs by
+    ("max", dict(kernel=(2, 2), stride=(2, 2))), ("sum", dict(kernel=(2, 2), stride=(2, 2))),
+    ("max", dict(kernel=(3, 3), stride=(1, 1))), ("sum", dict(kernel=(3, 2), stride=(2, 1), pad=(1, 1))),
+    ("sum", dict(kernel=(3, 3), stride=(2, 2), pooling_convention="full")),
+    ("max", dict(kernel=(3, 3), stride=(2, 2), pooling_convention="full")),
+    ("max", dict(kernel=(2, 2), stride=(2, 2))), ("sum", dict(kernel=(1, 1), global_pool=True)),
+    ("max", dict(kernel=(1, 1), global_pool=True)),
+]
+
+
+@pytest.mark.parametrize("pool_type,attrs", POOLS)
+def test_integer_pool_kernel_equals_mxnet_float64(pool_type, attrs):
+    import types
+
+    import mxnet as mx
+
+    from mrt_core.graph import Graph, Node
+    from mrt_core.int_exec import _make_pool_window
+    from mrt_core.int_kernels import pool
+    node = Node("p", "Pooling", ["x"], {"pool_type": pool_type, **attrs})
+    model = types.SimpleNamespace(float_nodes=set(), graph=Graph([Node("x", "null"), node], {}, ["p"]))
+    window = _make_pool_window(node, model)
+    assert window is not None
+    rng = np.random.RandomState(3)
+    for hw in ((7, 7), (8, 6), (14, 14)):
+        x = rng.randint(-2 ** 20, 2 ** 20, (3, 5, *hw)).astype(np.int32)
+        want = mx.nd.Pooling(mx.nd.array(x, dtype="float64"), pool_type=pool_type, **attrs).asnumpy()
+        got = pool(x, *window(hw))
+        assert got.dtype == np.int32 and np.array_equal(got, want), hw
+
+
+def test_non_negative_values_are_found_by_construction():
+    import types
+
+    from mrt_core.graph import Graph, Node
+    from mrt_core.int_exec import _non_negative
+    nodes = [Node("x", "null"), Node("b", "null"), Node("n", "null"),
+             Node("r", "relu", ["x"]), Node("s", "cvm_right_shift", ["r"], {"shift_bit": 2, "precision": 8}),
+             Node("add_pos", "broadcast_add", ["s", "b"]), Node("add_neg", "broadcast_add", ["s", "n"]),
+             Node("pad", "pad", ["add_pos"], {"mode": "constant", "pad_width": (0,) * 8, "constant_value": 0}),
+             Node("cat", "Concat", ["pad", "s"], {"dim": 1}), Node("cat_neg", "Concat", ["cat", "add_neg"], {"dim": 1}),
+             Node("clip", "clip", ["x"], {"a_min": 0, "a_max": 9}), Node("raw", "clip", ["x"], {"a_min": -1, "a_max": 9})]
+    graph = Graph(nodes, {"b": np.array([3.0]), "n": np.array([-1.0])}, ["cat_neg", "clip", "raw"])
+    model = types.SimpleNamespace(float_nodes=set(), graph=graph, exec_cache={})
+    assert _non_negative(model) == {"r", "s", "add_pos", "pad", "cat", "clip"}
+
+
+def _int8_convs(model):
+    from mrt_core.int_exec import _takes_int8
+    return [n.name for n in model.graph.op_nodes() if _takes_int8(model, n)]
+
+
+def test_int8_convolutions_take_non_negative_8_bit_data_and_give_the_reference_integers():
+    from mrt_core.int_exec import _int8_convolution_is_exact
+    if not _int8_convolution_is_exact():
+        pytest.skip("this MXNet build or CPU has no exact int8 convolution; the float path runs instead")
+    session, run = Session.from_ini(sample_ini("resnet"))
+    model = session.quantize(run.quant_config)
+    int8 = _int8_convs(model)
+    first = model.graph.nodes[int8[0]] if int8 else None
+    assert len(int8) >= 4 and all(model.precision[model.graph.nodes[n].inputs[0]] <= 8 for n in int8)
+    # the first conv reads the signed input and the depthwise one has groups: both stay in float
+    assert not any(model.graph.nodes[n].inputs[0] == session.input_name for n in int8)
+    # a value given from outside may be negative: that run falls back to the exact float path
+    x = session.dataset.x_test[:4]
+    ref = run_int(model, {session.input_name: x}, keep="all", strict=True)
+    data = first.inputs[0]
+    given = {data: ref[data] - 3}
+    given.update({n: ref[n] for n in model.graph.nodes if n != data and n not in model.graph.descendants(data)
+                  and model.graph.nodes[n].op != "null"})
+    want = run_int(model, {}, keep=[first.name], overrides=given, strict=True)[first.name]
+    got = run_int(model, {}, keep=[first.name], overrides=given)[first.name]
+    assert np.array_equal(got, want) and given[data].min() < 0
+
+
+def test_an_inexact_int8_convolution_is_never_used(monkeypatch):
+    import mxnet as mx
+
+    from mrt_core import int_exec
+    real = mx.nd.contrib.quantized_conv
+
+    def saturating(*args, **kwargs):  # what pairs of products summed in int16 would give
+        out, lo, hi = real(*args, **kwargs)
+        return mx.nd.array(np.clip(out.asnumpy(), -2 ** 15, 2 ** 15 - 1), dtype="int32"), lo, hi
+    monkeypatch.setattr(mx.nd.contrib, "quantized_conv", saturating)
+    int_exec._int8_convolution_is_exact.cache_clear()
+    try:
+        assert not int_exec._int8_convolution_is_exact()
+        session, run = Session.from_ini(sample_ini("lenet"))
+        assert _int8_convs(session.quantize(run.quant_config)) == []
+    finally:
+        int_exec._int8_convolution_is_exact.cache_clear()
