@@ -210,12 +210,12 @@ def fingerprints(model) -> dict[str, str]:
 
 def checkpoints(model) -> set[str]:
     """The integer values a rerun restarts from: every (non-constant) input of a Convolution or
-    FullyConnected, and every value of a user's node that fits 16 bits. Small (most are requantized to the
-    output precision) and at most one layer apart."""
+    FullyConnected, and every value of a user's node that fits 8 bits (one byte each; most are
+    requantized to the output precision). At most one layer apart."""
     graph = model.graph
     inputs = {i for n in graph.op_nodes() if n.op in ("Convolution", "FullyConnected")
               and n.name not in model.float_nodes for i in n.inputs if i not in graph.params}
-    narrow = {qt.name for qt in model.values.values() if not qt.is_float and model.precision.get(qt.name, 32) <= 16}
+    narrow = {qt.name for qt in model.values.values() if not qt.is_float and model.precision.get(qt.name, 32) <= 8}
     return {n for n in inputs | narrow if n not in model.float_nodes and graph.nodes[n].op != "null"}
 
 
@@ -227,7 +227,7 @@ def compact(value: np.ndarray, precision: int) -> np.ndarray:
 
 def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None = None,
             cache_tag: object = None, fingerprints_: dict | None = None, strict: bool = False,
-            overrides: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+            overrides: dict[str, np.ndarray] | None = None, compact_kept: bool = False) -> dict[str, np.ndarray]:
     """Run the integer graph on float `feeds` (quantized here with the model's input scales).
 
     Integer values are int32 numpy arrays, restored (float) ones float32. keep: "outputs", "all" or names.
@@ -235,7 +235,8 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
     each node then runs on its own, the reference the fused fast path is tested against.
     overrides: node -> value to use instead of computing it (local error feeds float-model inputs this way).
     cache: (cache_tag, fingerprint) -> value from earlier runs on the same data; a node found there is
-    not recomputed, and neither is anything only it needed."""
+    not recomputed, and neither is anything only it needed.
+    compact_kept: kept integer values come back in the fewest bytes their precision allows (compact())."""
     graph = model.graph
     overrides = overrides or {}
     qfeeds = quantize_inputs(model, feeds) if feeds else {}
@@ -267,7 +268,10 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
         else:
             run.compute(node)
         if node.name in keep_set:
-            result[node.name] = run.get(node.name)
+            value = run.get(node.name)
+            if compact_kept and node.name not in model.float_nodes and node.name in model.precision:
+                value = compact(value, model.precision[node.name])
+            result[node.name] = value
     return result
 
 

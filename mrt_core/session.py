@@ -23,7 +23,7 @@ from .datasets import Dataset, load_dataset
 from .errors import ModelError
 from .float_exec import infer_shapes, run_float
 from .graph import Graph
-from .int_exec import checkpoints as _checkpoints, compact as _compact, fingerprints, run_int
+from .int_exec import checkpoints as _checkpoints, fingerprints, run_int
 from .mxnet_io import load_mxnet
 from .prepare import prepare
 from .qconfig import QuantConfig, Settings
@@ -255,11 +255,14 @@ class Session:
             if logits_key not in self._stats_cache:
                 keep.add(out_name)
             fresh = {n for n in checkpoints if (k, fps[n]) not in self._int_cache}  # the rest carry over
-            ivals = run_int(model, {self.input_name: x}, keep=keep | fresh, cache=self._int_cache,
-                            cache_tag=k, fingerprints_=fps, strict=check) if keep or fresh or check else {}
+            # kept compact: a batch's values are held once, by the statistics below and the new cache alike
+            ivals = run_int(model, {self.input_name: x}, keep=keep | fresh, cache=self._int_cache, cache_tag=k,
+                            fingerprints_=fps, strict=check, compact_kept=True) if keep or fresh or check else {}
             for n in checkpoints:
                 ck = (k, fps[n])
-                new_cache[ck] = _compact(ivals[n], model.precision[n]) if n in ivals else self._int_cache.get(ck)
+                new_cache[ck] = ivals[n] if n in ivals else self._int_cache.get(ck)
+            for ck in [ck for ck in self._int_cache if ck[0] == k]:  # batch k is done: the old values go now
+                del self._int_cache[ck]
             for orig, p in layer_nodes.items():
                 key = keys[orig]
                 part = self._stats_cache.get(key) or ErrorStats().add(fvals[p], self.dequantized(model, p, ivals))
