@@ -416,8 +416,10 @@ class _Fused(_NodeByNode):
             self.values[node.name] = _numpy_kernel(node, [self.get(i) for i in node.inputs])
         elif in_float:
             self.values[node.name] = self._mx(node).asnumpy()
-        else:
+        elif not _takes_int8(model, node) or (chain := self._int8(node)) is None:
             self.pending[node.name] = Chain(self._mx(node))  # raw MXNet result: converted when needed
+        else:
+            self.pending[node.name] = chain
         self.release(node)
 
     def _pool_first(self, node: Node) -> Chain | None:
@@ -440,32 +442,43 @@ class _Fused(_NodeByNode):
         return chain
 
     def _mx(self, node: Node):
-        import mxnet as mx
         model = self.model
-        int8 = _takes_int8(model, node)
-        dt = "uint8" if int8 else _mx_dtype(node, model)
+        dt = _mx_dtype(node, model)
         can_pad = (node.op == "Convolution" and node.name not in model.float_nodes
                    and not any(node.tuple_attr("pad", (0,))))
         args = []
         for k, name in enumerate(node.inputs):
             if name in model.graph.params:
-                args.append(_mx_constant(model, name, "int8" if int8 else dt))
+                args.append(_mx_constant(model, name, dt))
                 continue
             value, pad = self.take(name, mx_dtype=dt, can_pad=can_pad and k == 0)
             if pad is not None:
                 node = node.replace(attrs={**node.attrs, "pad": f"({pad[0]}, {pad[1]})"})
-            if int8 and name in self.borrowed and not 0 <= value.min() <= value.max() <= 127:
-                int8, dt = False, _mx_dtype(node, model)  # a value given from outside (an override) may be negative
-                args = [_mx_constant(model, w, dt) for w in node.inputs[:k]]
-            if not _is_mx(value):
-                if not (value.dtype == dt and value.flags.c_contiguous and name not in self.keep
-                        and name not in self.borrowed):
-                    value = np.array(value, dtype=dt, order="C")  # a copy: from_numpy marks it read-only
-                value = mx.nd.from_numpy(value, zero_copy=True)  # 8x less overhead than mx.nd.array
-            args.append(value)
-        if int8:
-            return mx.nd.contrib.quantized_conv(*args, *_int8_ranges(), **node.op_attrs())[0]
+            args.append(self._to_mx(name, value, dt))
         return mx_call(node, args)
+
+    def _to_mx(self, name: str, value, dtype: str):
+        import mxnet as mx
+        if _is_mx(value):
+            return value
+        if not (value.dtype == dtype and value.flags.c_contiguous and name not in self.keep
+                and name not in self.borrowed):
+            value = np.array(value, dtype=dtype, order="C")  # a copy: from_numpy marks it read-only
+        return mx.nd.from_numpy(value, zero_copy=True)  # 8x less overhead than mx.nd.array
+
+    def _int8(self, node: Node) -> Chain | None:
+        """The convolution as MXNet's int8 one (uint8 data); None when its data was given from outside (an
+        override) and lies outside [0, 127]."""
+        import mxnet as mx
+        data = node.inputs[0]
+        if data in self.borrowed and self.pending.get(data) is None:
+            if not 0 <= self.values[data].min() <= self.values[data].max() <= 127:
+                return None
+        value, pad = self.take(data, mx_dtype="uint8", can_pad=not any(node.tuple_attr("pad", (0,))))
+        if pad is not None:
+            node = node.replace(attrs={**node.attrs, "pad": f"({pad[0]}, {pad[1]})"})
+        args = [self._to_mx(data, value, "uint8"), _mx_constant(self.model, node.inputs[1], "int8")]
+        return Chain(mx.nd.contrib.quantized_conv(*args, *_int8_ranges(), **node.op_attrs())[0])
 
 
 def _mx_constant(model, name: str, dtype: str):
@@ -481,8 +494,9 @@ INT8_MIN_CHANNELS = 8  # below, oneDNN's int8 convolution is slower than float32
 
 def _takes_int8(model, node: Node) -> bool:
     """Whether `node` runs as MXNet's int8 convolution: uint8 data, int8 weights, exact int32 sums, 1.5-3x
-    faster than float32 on oneDNN. Its data must be within [0, 127] (at most 8 bits and non-negative by
-    construction) and its weights within +-127."""
+    faster than float32 on oneDNN. Its data must lie in [0, 127] (at most 8 bits and non-negative by
+    construction): oneDNN's kernels without VNNI add pairs of uint8 x int8 products in saturating int16,
+    exact only while a pair stays below 2^15 (2 * 127 * 127 does; at 255 they were seen to saturate)."""
     return _per_node(model, node, _int8_convolution)
 
 
@@ -533,22 +547,25 @@ def _int8_ranges():
 
 @functools.cache
 def _int8_convolution_is_exact() -> bool:
-    """Checked once per process on a worst case: some MXNet builds lack the op, and CPUs without VNNI add
-    pairs of uint8 x int8 products in saturating int16 (data of at most 127 keeps a pair below 2^15)."""
+    """Checked once per process on worst cases, for two kernel families oneDNN picks by shape (few channels:
+    pairs summed in int16; many: VNNI where the CPU has it): some MXNet builds lack the op or differ."""
     import mxnet as mx
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 128, (2, 16, 7, 7)).astype(np.uint8)
-    x[0] = 127
-    w = rng.integers(-127, 128, (4, 16, 3, 3)).astype(np.int8)
-    w[0], w[1] = 127, -127
-    attrs = dict(kernel=(3, 3), pad=(1, 1), num_filter=4, no_bias=True)
-    try:
-        got = mx.nd.contrib.quantized_conv(mx.nd.array(x, dtype="uint8"), mx.nd.array(w, dtype="int8"),
-                                           *_int8_ranges(), **attrs)[0].asnumpy()
-    except Exception:  # noqa: BLE001 - any failure means: use the float path
-        return False
-    want = mx.nd.Convolution(mx.nd.array(x, dtype="float64"), mx.nd.array(w, dtype="float64"), **attrs)
-    return got.dtype == np.int32 and np.array_equal(got, want.asnumpy())
+    for channels, filters in ((8, 4), (32, 32)):
+        x = rng.integers(0, 128, (2, channels, 7, 7)).astype(np.uint8)
+        x[0] = 127
+        w = rng.integers(-127, 128, (filters, channels, 3, 3)).astype(np.int8)
+        w[0], w[1] = 127, -127
+        attrs = dict(kernel=(3, 3), pad=(1, 1), num_filter=filters, no_bias=True)
+        try:
+            got = mx.nd.contrib.quantized_conv(mx.nd.array(x, dtype="uint8"), mx.nd.array(w, dtype="int8"),
+                                               *_int8_ranges(), **attrs)[0].asnumpy()
+        except Exception:  # noqa: BLE001 - any failure means: the float path
+            return False
+        want = mx.nd.Convolution(mx.nd.array(x, dtype="float64"), mx.nd.array(w, dtype="float64"), **attrs)
+        if got.dtype != np.int32 or not np.array_equal(got, want.asnumpy()):
+            return False
+    return True
 
 
 @functools.cache
