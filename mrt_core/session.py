@@ -24,6 +24,7 @@ from .errors import ModelError
 from .float_exec import infer_shapes, run_float
 from .graph import Graph
 from .int_exec import checkpoints as _checkpoints, fingerprints, run_int
+from .int_kernels import error_sums
 from .mxnet_io import load_mxnet
 from .prepare import prepare
 from .qconfig import QuantConfig, Settings
@@ -96,13 +97,12 @@ class ErrorStats:
         self.signal = self.noise = self.dot = self.got_sq = self.max_abs = 0.0
 
     def add(self, ref: np.ndarray, got: np.ndarray) -> "ErrorStats":
-        # float32 arrays, float64 sums per chunk: BLAS speed, and chunks keep float32 rounding small
-        r, g = ref.astype(np.float32).ravel(), got.astype(np.float32).ravel()
-        diff = r - g
-        for a, b, attr in ((r, r, "signal"), (diff, diff, "noise"), (r, g, "dot"), (g, g, "got_sq")):
-            total = sum(float(np.dot(a[i:i + 65536], b[i:i + 65536])) for i in range(0, a.size, 65536))
-            setattr(self, attr, getattr(self, attr) + total)
-        self.max_abs = max(self.max_abs, float(np.abs(diff).max()) if diff.size else 0.0)
+        signal, noise, dot, got_sq, worst = error_sums(ref, got)
+        self.signal += signal
+        self.noise += noise
+        self.dot += dot
+        self.got_sq += got_sq
+        self.max_abs = max(self.max_abs, worst)
         return self
 
     def merge(self, other: "ErrorStats") -> "ErrorStats":
@@ -327,7 +327,10 @@ class Session:
         v = ivals[qt.name]
         if qt.is_float:
             return v
-        return v.astype(np.float32) * np.float32(1.0 / qt.scale) + np.float32(qt.offset)
+        out = np.multiply(v, np.float32(1.0 / qt.scale), dtype=np.float32)
+        if np.any(qt.offset):
+            out += np.float32(qt.offset)
+        return out
 
     # ---- diagnosis (mrt_core.analysis), here so the app has one object to talk to
     def diagnose(self, model: QuantizedModel, max_samples: int = 256):

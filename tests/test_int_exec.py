@@ -277,3 +277,18 @@ def test_an_inexact_int8_convolution_is_never_used(monkeypatch):
         assert _int8_convs(session.quantize(run.quant_config)) == []
     finally:
         int_exec._int8_convolution_is_exact.cache_clear()
+
+
+def test_error_statistics_equal_float64_sums_by_numpy():
+    from mrt_core.session import ErrorStats
+    rng = np.random.RandomState(5)
+    ref = rng.randn(3, 7, 1001).astype(np.float32)
+    got = (ref + rng.randn(*ref.shape) * 0.1).astype(np.float32)
+    r, g = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+    st = ErrorStats().add(ref[:2], got[:2]).merge(ErrorStats().add(ref[2:], got[2:]))  # in two batches
+    assert st.sqnr_db == pytest.approx(10 * np.log10((r @ r) / ((r - g) @ (r - g))), rel=1e-12)
+    assert st.cosine == pytest.approx((r @ g) / np.sqrt((r @ r) * (g @ g)), rel=1e-12)
+    assert st.max_abs == np.abs(r - g).max()
+    same = ErrorStats().add(ref, ref)
+    assert same.sqnr_db == float("inf") and same.cosine == pytest.approx(1.0) and same.max_abs == 0.0
+    assert ErrorStats().add(np.zeros(5, np.float32), np.zeros(5, np.float32)).cosine == 1.0
