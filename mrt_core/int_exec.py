@@ -348,8 +348,8 @@ class _Fused(_NodeByNode):
     def take(self, name: str, mx_dtype: str | None = None, can_pad: bool = False):
         """(value, pad). mx_dtype: the only reader is an MXNet op in that dtype, which may get an MXNet
         array, or numpy in float32 (exact: the value is below 2^24) or uint8 (an int8 convolution's input).
-        can_pad: that reader (a Convolution)
-        may take a chain's zero pad as (rows, columns) instead of the padded value."""
+        can_pad: that reader (a Convolution) may take a chain's zero pad as (rows, columns) instead of the
+        padded value."""
         chain = self.pending.pop(name, None)
         if chain is None:
             return self.values[name], None
@@ -358,8 +358,6 @@ class _Fused(_NodeByNode):
         if not chain.steps and alone and (pad is not None or chain.pad is None) \
                 and _is_mx(chain.source) and chain.source.dtype == np.dtype(mx_dtype):
             return chain.source, pad  # MXNet to MXNet: no copy, no conversion
-        # what the only reader takes (float32 exact below 2^24; uint8 for a value that is within [0, 127]),
-        # else int32
         dtype = np.dtype(mx_dtype if alone and mx_dtype in ("float32", "uint8") else np.int32)
         if chain.steps:
             value = chain.run(dtype)
@@ -483,9 +481,10 @@ class _Fused(_NodeByNode):
 
 def _mx_constant(model, name: str, dtype: str):
     """A weight as an MXNet array, made once per model (MXNet then keeps its own layout of it)."""
+    import mxnet as mx
     key = ("mx", name, dtype)
     if key not in model.exec_cache:
-        model.exec_cache[key] = __import__("mxnet").nd.array(model.graph.params[name], dtype=dtype)
+        model.exec_cache[key] = mx.nd.array(model.graph.params[name], dtype=dtype)
     return model.exec_cache[key]
 
 
