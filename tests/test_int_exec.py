@@ -292,3 +292,55 @@ def test_error_statistics_equal_float64_sums_by_numpy():
     same = ErrorStats().add(ref, ref)
     assert same.sqnr_db == float("inf") and same.cosine == pytest.approx(1.0) and same.max_abs == 0.0
     assert ErrorStats().add(np.zeros(5, np.float32), np.zeros(5, np.float32)).cosine == 1.0
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(channels=st.integers(8, 20), kernel=st.sampled_from([1, 3]), stride=st.integers(1, 2),
+       dilate=st.integers(1, 2), pad=st.integers(0, 2), pool=st.sampled_from(["max", "avg", "global"]),
+       pool_k=st.integers(2, 3), convention=st.sampled_from(["valid", "full"]),
+       gran=st.sampled_from(["layer-wise", "output-channel-wise", "channel-wise"]),
+       affine=st.booleans(), seed=st.integers(0, 10_000))
+def test_property_fused_equals_reference_on_random_conv_nets(channels, kernel, stride, dilate, pad, pool, pool_k,
+                                                            convention, gran, affine, seed):
+    """conv -> relu -> conv (int8 where its data allows) -> relu -> pool (integer kernels) -> dense (BLAS):
+    every value of the fast path is the reference's."""
+    import mxnet as mx
+
+    from mrt_core.calibrate import calibrate
+    from mrt_core.mxnet_io import graph_from_json
+    from mrt_core.prepare import prepare
+    from mrt_core.quantize import quantize
+    rng = np.random.RandomState(seed)
+    d = mx.sym.var("data")
+    c0 = mx.sym.Convolution(d, kernel=(3, 3), pad=(1, 1), num_filter=channels, name="c0")
+    r0 = mx.sym.relu(c0, name="r0")
+    c1 = mx.sym.Convolution(r0, kernel=(kernel, kernel), stride=(stride, stride), dilate=(dilate, dilate),
+                            pad=(pad, pad), num_filter=12, name="c1")
+    r1 = mx.sym.relu(c1, name="r1")
+    if pool == "global":
+        p = mx.sym.Pooling(r1, kernel=(1, 1), global_pool=True, pool_type="avg", name="p")
+    else:
+        p = mx.sym.Pooling(r1, kernel=(pool_k, pool_k), stride=(2, 2), pool_type=pool,
+                           pooling_convention=convention, name="p")
+    out = mx.sym.FullyConnected(mx.sym.flatten(p), num_hidden=5, name="fc")
+    shape = (6, 3, 11, 11)
+    shapes = dict(zip(out.list_arguments(), out.infer_shape(data=shape)[0]))
+    params = {k: rng.randn(*v).astype(np.float32) for k, v in shapes.items() if k != "data"}
+    g = graph_from_json(out.tojson(), params)
+    g.input_shapes = {"data": (-1,) + shape[1:]}
+    g = prepare(g)
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    cfg = QuantConfig().with_node("c1", granularity=gran, step=4)
+    if affine:
+        cfg = cfg.with_node("r0", quant_type="UniformAffine")
+    model = quantize(g, calibrate(g, x, 6, 1), cfg)
+    ref = run_int(model, {"data": x}, keep="all", strict=True)
+    got = run_int(model, {"data": x}, keep="all")
+    bad = [n for n in ref if got[n].dtype != ref[n].dtype or not np.array_equal(got[n], ref[n])]
+    assert not bad, bad[:3]
+    from mrt_core.int_exec import _int8_convolution_is_exact
+    if gran == "layer-wise" and not affine and _int8_convolution_is_exact():
+        assert _int8_convs(model)  # c1 reads relu'd 8-bit data: the int8 path is the one compared here
