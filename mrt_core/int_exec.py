@@ -403,9 +403,9 @@ class _Fused(_NodeByNode):
             self.release(node)
             return
         in_float = node.name in model.float_nodes and not node.op.startswith("mrt_")
-        if (window := _pool_window(model, node)) is not None:
-            x = self.get(node.inputs[0])
-            self.values[node.name] = pool(x, *window(x.shape[-2:]))
+        if (window := _pool_window(model, node)) is not None \
+                and (args := window((x := self.get(node.inputs[0])).shape)) is not None:
+            self.values[node.name] = pool(x, *args)
         elif (weight := _dense_weight(model, node)) is not None:
             # BLAS on integer-valued floats is exact under the same bound as MXNet's: below MXNet's per-call cost
             x = self.get(node.inputs[0])
@@ -431,9 +431,8 @@ class _Fused(_NodeByNode):
         window = _pool_window(self.model, node)
         if _is_mx(chain.source) and np.dtype(chain.source.dtype).kind == "f":
             chain.source = mx_call(node, [chain.source])
-        elif window is not None:
-            x = chain.numpy_source()
-            chain.source = pool(x, *window(x.shape[-2:]))
+        elif window is not None and (args := window(chain.source.shape)) is not None:
+            chain.source = pool(chain.numpy_source(), *args)
         else:
             return None
         del self.pending[data]
@@ -586,8 +585,8 @@ def _is_max_pool(model, node: Node) -> bool:
 
 
 def _pool_window(model, node: Node):
-    """For a 2-d integer max or sum pool: a function of the input's (rows, columns) giving pool()'s
-    arguments, the output sized the way MXNet sizes it; else None."""
+    """For a 2-d integer max or sum pool: a function of the input's shape giving pool()'s arguments, the
+    output sized the way MXNet sizes it (None for an input that is not NCHW); else None."""
     return _per_node(model, node, _make_pool_window)
 
 
@@ -597,7 +596,7 @@ def _make_pool_window(node: Node, model):
         return None
     take_max = kind == "max"
     if node.attr("global_pool", False):
-        return lambda hw: (take_max, hw, (1, 1), (0, 0), (1, 1))
+        return lambda shape: (take_max, shape[2:], (1, 1), (0, 0), (1, 1)) if len(shape) == 4 else None
     kernel = node.tuple_attr("kernel")
     stride, pad = node.tuple_attr("stride") or (1,) * len(kernel), node.tuple_attr("pad") or (0,) * len(kernel)
     convention = node.attr("pooling_convention", "valid")
@@ -607,9 +606,11 @@ def _make_pool_window(node: Node, model):
         return None  # a max window could lie wholly outside the input: MXNet's padding rules then apply
     round_up = convention == "full"
 
-    def window(hw):
+    def window(shape):
+        if len(shape) != 4:
+            return None
         out = tuple(1 + (n + 2 * p - k + (s - 1 if round_up else 0)) // s
-                    for n, k, s, p in zip(hw, kernel, stride, pad))
+                    for n, k, s, p in zip(shape[2:], kernel, stride, pad))
         return take_max, kernel, stride, pad, out
     return window
 

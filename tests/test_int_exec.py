@@ -212,8 +212,9 @@ def test_integer_pool_kernel_equals_mxnet_float64(pool_type, attrs):
     for hw in ((7, 7), (8, 6), (14, 14)):
         x = rng.randint(-2 ** 20, 2 ** 20, (3, 5, *hw)).astype(np.int32)
         want = mx.nd.Pooling(mx.nd.array(x, dtype="float64"), pool_type=pool_type, **attrs).asnumpy()
-        got = pool(x, *window(hw))
+        got = pool(x, *window(x.shape))
         assert got.dtype == np.int32 and np.array_equal(got, want), hw
+    assert window((3, 5, 7)) is None  # not NCHW: MXNet pools it
 
 
 def test_non_negative_values_are_found_by_construction():
@@ -344,3 +345,23 @@ def test_property_fused_equals_reference_on_random_conv_nets(channels, kernel, s
     from mrt_core.int_exec import _int8_convolution_is_exact
     if gran == "layer-wise" and not affine and _int8_convolution_is_exact():
         assert _int8_convs(model)  # c1 reads relu'd 8-bit data: the int8 path is the one compared here
+
+
+def test_a_global_pool_of_a_3d_value_runs_in_mxnet_and_gives_the_reference():
+    import mxnet as mx
+
+    from mrt_core.calibrate import calibrate
+    from mrt_core.mxnet_io import graph_from_json
+    from mrt_core.prepare import prepare
+    from mrt_core.quantize import quantize
+    d = mx.sym.var("data")
+    out = mx.sym.Pooling(mx.sym.relu(d, name="r"), kernel=(1,), global_pool=True, pool_type="max", name="p")
+    g = graph_from_json(out.tojson(), {})
+    g.input_shapes = {"data": (-1, 4, 9)}
+    g = prepare(g)
+    x = np.random.RandomState(2).uniform(-1, 1, (5, 4, 9)).astype(np.float32)
+    model = quantize(g, calibrate(g, x, 5, 1))
+    ref = run_int(model, {"data": x}, keep="all", strict=True)
+    got = run_int(model, {"data": x}, keep="all")
+    assert all(np.array_equal(got[n], ref[n]) for n in ref)
+    assert ref[model.graph.outputs[0]].shape == (5, 4, 1)
