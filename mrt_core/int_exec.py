@@ -516,7 +516,7 @@ def _non_negative(model) -> set[str]:
     if "non_negative" in model.exec_cache:
         return model.exec_cache["non_negative"]
     params, found = model.graph.params, set()
-    keeps_sign = ("cvm_right_shift", "cvm_left_shift", "cvm_clip", "clip", "Pooling", "Flatten", "flatten",
+    keeps_sign = ("cvm_right_shift", "cvm_left_shift", "cvm_clip", "Pooling", "Flatten", "flatten",
                   "Reshape", "reshape", "Concat", "concat", "slice_axis", "slice", "transpose", "expand_dims",
                   "squeeze", "broadcast_add", "elemwise_add", "add_n", "broadcast_mul", "elemwise_mul")
     for node in model.graph.nodes.values():
@@ -524,8 +524,12 @@ def _non_negative(model) -> set[str]:
             continue
         data = [i for i in node.inputs if i not in params]
         consts = [i for i in node.inputs if i in params]
-        if node.op == "relu" or (node.op == "clip" and float(node.attr("a_min")) >= 0):
+        if node.op == "relu":
             found.add(node.name)
+        elif node.op == "clip":  # from 0, or from below 0 to at least 0 on a non-negative value
+            lo, hi = float(node.attr("a_min")), float(node.attr("a_max"))
+            if lo >= 0 or (hi >= 0 and data and data[0] in found):
+                found.add(node.name)
         elif node.op == "pad" and node.attr("mode", "constant") == "constant":
             if float(node.attr("constant_value", 0)) >= 0 and data and data[0] in found:
                 found.add(node.name)

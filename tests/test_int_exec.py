@@ -227,10 +227,12 @@ def test_non_negative_values_are_found_by_construction():
              Node("add_pos", "broadcast_add", ["s", "b"]), Node("add_neg", "broadcast_add", ["s", "n"]),
              Node("pad", "pad", ["add_pos"], {"mode": "constant", "pad_width": (0,) * 8, "constant_value": 0}),
              Node("cat", "Concat", ["pad", "s"], {"dim": 1}), Node("cat_neg", "Concat", ["cat", "add_neg"], {"dim": 1}),
-             Node("clip", "clip", ["x"], {"a_min": 0, "a_max": 9}), Node("raw", "clip", ["x"], {"a_min": -1, "a_max": 9})]
-    graph = Graph(nodes, {"b": np.array([3.0]), "n": np.array([-1.0])}, ["cat_neg", "clip", "raw"])
+             Node("clip", "clip", ["x"], {"a_min": 0, "a_max": 9}), Node("raw", "clip", ["x"], {"a_min": -1, "a_max": 9}),
+             Node("clip_r", "clip", ["r"], {"a_min": -1, "a_max": 9}),
+             Node("below", "clip", ["r"], {"a_min": -5, "a_max": -1})]  # a relu'd value clipped to -1
+    graph = Graph(nodes, {"b": np.array([3.0]), "n": np.array([-1.0])}, ["cat_neg", "clip", "raw", "clip_r", "below"])
     model = types.SimpleNamespace(float_nodes=set(), graph=graph, exec_cache={})
-    assert _non_negative(model) == {"r", "s", "add_pos", "pad", "cat", "clip"}
+    assert _non_negative(model) == {"r", "s", "add_pos", "pad", "cat", "clip", "clip_r"}
 
 
 def _int8_convs(model):
