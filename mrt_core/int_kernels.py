@@ -149,16 +149,17 @@ ERROR_BLOCKS = 16  # fixed, so the sums are the same on any number of cores
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _error_sums(ref, got):  # pragma: no cover - compiled
-    """Per block of the flat float32 inputs: sum r^2, sum (r - g)^2, sum r * g, sum g^2 and max |r - g|,
-    in float64."""
+def _error_sums(ref, got, inv_scale, offset):  # pragma: no cover - compiled
+    """Per block of the flat inputs, with g = got * inv_scale + offset in float32 (the dequantized value,
+    as numpy computes it): sum r^2, sum (r - g)^2, sum r * g, sum g^2 and max |r - g|, in float64."""
     n = ref.size
     step = (n + ERROR_BLOCKS - 1) // ERROR_BLOCKS
     parts = np.zeros((ERROR_BLOCKS, 5))
     for b in numba.prange(ERROR_BLOCKS):
         signal = noise = dot = got_sq = worst = 0.0
         for i in range(b * step, min(n, (b + 1) * step)):
-            r, g = np.float64(ref[i]), np.float64(got[i])
+            r = np.float64(ref[i])
+            g = np.float64(np.float32(np.float32(got[i]) * inv_scale) + offset)
             e = r - g
             signal += r * r
             noise += e * e
@@ -169,12 +170,19 @@ def _error_sums(ref, got):  # pragma: no cover - compiled
     return parts
 
 
-def error_sums(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float, float, float]:
-    """(sum r^2, sum (r - g)^2, sum r * g, sum g^2, max |r - g|) of two float arrays of one size, in one
-    pass with float64 sums (numpy would need a temporary per term)."""
+ERROR_DTYPES = (np.float32, np.int8, np.int16, np.int32)  # a float value, and integer ones of each width
+
+
+def error_sums(ref: np.ndarray, got: np.ndarray, scale: float = 1.0, offset: float = 0.0):
+    """(sum r^2, sum (r - g)^2, sum r * g, sum g^2, max |r - g|) of a float reference and g = got / scale +
+    offset, in one pass with float64 sums: numpy would need the dequantized value and a temporary per term."""
     r = np.ascontiguousarray(ref, dtype=np.float32).reshape(-1)
-    g = np.ascontiguousarray(got, dtype=np.float32).reshape(-1)
-    parts = _error_sums(r, g)
+    g = np.ascontiguousarray(got).reshape(-1)
+    if g.dtype not in ERROR_DTYPES:
+        g = g.astype(np.int32 if g.dtype.kind in "iu" else np.float32)
+    if r.size != g.size:
+        raise ValueError(f"reference and value differ in size: {r.size} vs {g.size}")
+    parts = _error_sums(r, g, np.float32(1.0 / scale), np.float32(offset))
     return (*(float(v) for v in parts[:, :4].sum(axis=0)), float(parts[:, 4].max()))
 
 
@@ -270,7 +278,8 @@ def warm_up() -> None:
             chain = Chain(np.zeros((1, 1, size), source))
             chain.add(code, 1, 1)
             chain.run(out)
-    error_sums(np.zeros(1, np.float32), np.zeros(1, np.float32))
+    for dtype in ERROR_DTYPES:
+        error_sums(np.zeros(1, np.float32), np.zeros(1, dtype))
     for kernel, stride in (((2, 2), (2, 2)), ((2, 2), (1, 1)), ((3, 3), (1, 1))):  # each kernel above
         pool(np.zeros((1, 1, 3, 3), np.int32), True, kernel, stride, (0, 0), (1, 1))
 

@@ -96,8 +96,9 @@ class ErrorStats:
     def __init__(self):
         self.signal = self.noise = self.dot = self.got_sq = self.max_abs = 0.0
 
-    def add(self, ref: np.ndarray, got: np.ndarray) -> "ErrorStats":
-        signal, noise, dot, got_sq, worst = error_sums(ref, got)
+    def add(self, ref: np.ndarray, got: np.ndarray, scale: float = 1.0, offset: float = 0.0) -> "ErrorStats":
+        """One more batch: `ref` against got / scale + offset (a quantized value, dequantized on the fly)."""
+        signal, noise, dot, got_sq, worst = error_sums(ref, got, scale, offset)
         self.signal += signal
         self.noise += noise
         self.dot += dot
@@ -265,7 +266,7 @@ class Session:
                 del self._int_cache[ck]
             for orig, p in layer_nodes.items():
                 key = keys[orig]
-                part = self._stats_cache.get(key) or ErrorStats().add(fvals[p], self.dequantized(model, p, ivals))
+                part = self._stats_cache.get(key) or self._layer_stats(model, p, fvals[p], ivals)
                 new_stats[key] = part  # an unchanged integer value has unchanged error: not recomputed
                 stats[orig].merge(part)
             logits = self._stats_cache.get(logits_key)
@@ -320,6 +321,13 @@ class Session:
         result = fidelity(np.concatenate(fl), np.concatenate(ql))
         result["views"] = n_views
         return result
+
+    @staticmethod
+    def _layer_stats(model: QuantizedModel, prepared_node: str, ref: np.ndarray, ivals: dict) -> "ErrorStats":
+        qt = model.values[prepared_node]
+        if qt.is_float or np.ndim(qt.scale) or np.ndim(qt.offset):
+            return ErrorStats().add(ref, Session.dequantized(model, prepared_node, ivals))
+        return ErrorStats().add(ref, ivals[qt.name], float(qt.scale), float(qt.offset))
 
     @staticmethod
     def dequantized(model: QuantizedModel, prepared_node: str, ivals: dict) -> np.ndarray:

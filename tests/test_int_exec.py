@@ -295,6 +295,12 @@ def test_error_statistics_equal_float64_sums_by_numpy():
     same = ErrorStats().add(ref, ref)
     assert same.sqnr_db == float("inf") and same.cosine == pytest.approx(1.0) and same.max_abs == 0.0
     assert ErrorStats().add(np.zeros(5, np.float32), np.zeros(5, np.float32)).cosine == 1.0
+    # a quantized value dequantized on the fly: the same sums as from numpy's dequantized float32 value
+    for dtype in (np.int8, np.int16, np.int32):
+        q = rng.randint(-127, 128, ref.shape).astype(dtype)
+        deq = np.multiply(q, np.float32(1 / 37.5), dtype=np.float32) + np.float32(0.25)
+        a, b = ErrorStats().add(ref, q, 37.5, 0.25), ErrorStats().add(ref, deq)
+        assert (a.signal, a.noise, a.dot, a.got_sq, a.max_abs) == (b.signal, b.noise, b.dot, b.got_sq, b.max_abs)
 
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
