@@ -33,11 +33,13 @@ def _right_shift(node: Node, x, shifts=None):
     s = shifts.astype(x.dtype) if shifts is not None else int(node.attr("shift_bit"))
     if np.all(s > 0):
         y = np.right_shift(x, s - 1)
+        if np.any(s == 1) and y.dtype == np.int32:
+            y = y.astype(np.int64)  # the + 1 would wrap 2^31 - 1
         y += 1
         np.right_shift(y, 1, out=y)
     else:
         y = x.copy()
-    return np.clip(y, -_bound(node), _bound(node), out=y)
+    return np.clip(y, -_bound(node), _bound(node), out=y).astype(x.dtype, copy=False)
 
 
 def _left_shift(node, x):
@@ -491,8 +493,8 @@ INT8_MIN_CHANNELS = 8  # below, oneDNN's int8 convolution is slower than float32
 
 
 def _takes_int8(model, node: Node) -> bool:
-    """Whether `node` runs as MXNet's int8 convolution: uint8 data, int8 weights, exact int32 sums, 1.5-3x
-    faster than float32 on oneDNN. Its data must lie in [0, 127] (at most 8 bits and non-negative by
+    """Whether `node` runs as MXNet's int8 convolution: uint8 data, int8 weights, int32 sums (passed
+    through float32 on the way out, so every sum must stay below 2^24), 1.5-3x faster than float32 on oneDNN. Its data must lie in [0, 127] (at most 8 bits and non-negative by
     construction): oneDNN's kernels without VNNI add pairs of uint8 x int8 products in saturating int16,
     exact only while a pair stays below 2^15 (2 * 127 * 127 does; at 255 they were seen to saturate)."""
     return _per_node(model, node, _int8_convolution)
@@ -507,6 +509,8 @@ def _int8_convolution(node: Node, model) -> bool:
     data, weight = node.inputs[0], np.asarray(params[node.inputs[1]])
     if weight.ndim != 4 or weight.shape[1] < INT8_MIN_CHANNELS or np.abs(weight).max() > 127:
         return False
+    if 127 * np.abs(weight).reshape(len(weight), -1).sum(axis=1).max() >= 2 ** FLOAT32_EXACT_BITS:
+        return False  # oneDNN scales its int32 sums in float32 on the way out: exact below 2^24 only
     return model.precision.get(data, 32) <= 8 and data in _non_negative(model) and _int8_convolution_is_exact()
 
 

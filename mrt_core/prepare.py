@@ -145,17 +145,42 @@ def rewrite_avg_pool(graph: Graph) -> Graph:
         if node.op != "Pooling" or node.attr("pool_type", "max") != "avg":
             return None
         if node.attr("global_pool", False):
-            window = int(np.prod(shapes[node.inputs[0]][2:]))
+            inverse = np.array([1.0 / int(np.prod(shapes[node.inputs[0]][2:]))])
         else:
-            pad = node.tuple_attr("pad", (0, 0))
-            if any(pad) and node.attr("count_include_pad", True) is False:
-                raise ModelError(f"{node.describe()}: average pooling with count_include_pad=False and "
-                                 f"padding divides by a varying count; no integer rewrite")
-            window = int(np.prod(node.tuple_attr("kernel")))
+            counts = _avg_pool_counts(node, shapes[node.inputs[0]][2:], shapes[node.name][2:])
+            if counts.min() == counts.max():
+                inverse = np.array([1.0 / counts.flat[0]])
+            elif counts.ndim == 2:  # windows cut by the edge count fewer elements: one 1/count per position
+                # (a window wholly outside the input sums nothing: any factor gives MXNet's 0)
+                inverse = (1.0 / np.maximum(counts, 1)).reshape((1, 1) + counts.shape)
+            else:
+                raise ModelError(f"{node.describe()}: {counts.ndim}-d average pooling whose windows count "
+                                 f"different numbers of elements has no integer rewrite")
         summed = b.op(f"{node.name}_sum", "Pooling", node.inputs, **{**node.attrs, "pool_type": "sum"})
-        inv = b.param(f"{node.name}_inv_window", np.array([1.0 / window]))
+        inv = b.param(f"{node.name}_inv_window", inverse.astype(np.float32))
         return b.add(Node(node.name, "broadcast_mul", [summed, inv]))
     return rewrite(graph, rule)
+
+
+def _avg_pool_counts(node: Node, in_size, out_size) -> np.ndarray:
+    """How many elements MXNet's average pooling divides each output by: the window cut to the padded
+    input (a "full" convention's last window can overhang it), and to the input itself when padding does
+    not count (count_include_pad=False)."""
+    kernel = node.tuple_attr("kernel")
+    stride = node.tuple_attr("stride") or (1,) * len(kernel)
+    pad = node.tuple_attr("pad") or (0,) * len(kernel)
+    include_pad = node.attr("count_include_pad", True) is not False
+    per_axis = []
+    for n, k, s, p, o in zip(in_size, kernel, stride, pad, out_size):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, n + p)
+        if not include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, n)
+        per_axis.append(end - start)
+    counts = per_axis[0]
+    for axis in per_axis[1:]:
+        counts = np.multiply.outer(counts, axis)
+    return np.asarray(counts, dtype=np.float64)
 
 
 PASSES = [drop_dropout, strip_output_softmax, fold_constants, fold_batchnorm, explicit_flatten, separate_bias,

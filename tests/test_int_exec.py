@@ -240,6 +240,38 @@ def _int8_convs(model):
     return [n.name for n in model.graph.op_nodes() if _takes_int8(model, n)]
 
 
+def test_int8_convolutions_only_where_every_sum_stays_below_2_to_the_24():
+    """oneDNN passes its int32 sums through float32: 130 x 5 x 5 products of 127 x 127 (52,419,250) came back
+    as 52,419,248. Such a convolution runs in float64 instead, exactly."""
+    import mxnet as mx
+
+    from mrt_core.calibrate import calibrate
+    from mrt_core.mxnet_io import graph_from_json
+    from mrt_core.prepare import prepare
+    from mrt_core.quantize import quantize
+    d = mx.sym.var("data")
+    r0 = mx.sym.relu(mx.sym.Convolution(d, kernel=(1, 1), num_filter=130, no_bias=True, name="c0"), name="r0")
+    out = mx.sym.Convolution(r0, kernel=(5, 5), num_filter=2, no_bias=True, name="c1")
+    params = {"c0_weight": np.ones((130, 1, 1, 1), np.float32), "c1_weight": np.ones((2, 130, 5, 5), np.float32)}
+    g = graph_from_json(out.tojson(), params)
+    g.input_shapes = {"data": (-1, 1, 5, 5)}
+    g = prepare(g)
+    x = np.ones((1, 1, 5, 5), np.float32)
+    model = quantize(g, calibrate(g, x, 1, 1))
+    assert _int8_convs(model) == []
+    got = run_int(model, {"data": x}, keep="outputs")[model.graph.outputs[0]]
+    assert np.all(got == 130 * 25 * 127 * 127)
+
+
+def test_the_reference_right_shift_by_one_does_not_wrap_at_the_int32_bound():
+    from mrt_core.graph import Node
+    from mrt_core.int_exec import _right_shift
+    node = Node("s", "cvm_right_shift", ["x"], {"shift_bit": 1, "precision": 32})
+    x = np.array([2 ** 31 - 1, -2 ** 31 + 1, 5, -7], np.int32)
+    got = _right_shift(node, x)
+    assert got.dtype == np.int32 and got.tolist() == qm.right_shift_round(x.astype(np.int64), 1, 32).tolist()
+
+
 def test_int8_convolutions_take_non_negative_8_bit_data_and_give_the_reference_integers():
     from mrt_core.int_exec import _int8_convolution_is_exact
     if not _int8_convolution_is_exact():

@@ -87,7 +87,12 @@ def test_separate_bias_and_pad():
 
 
 @pytest.mark.parametrize("kw", [dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1)), dict(kernel=(2, 2), stride=(2, 2)),
-                                dict(global_pool=True, kernel=(1, 1))])
+                                dict(global_pool=True, kernel=(1, 1)),
+                                # windows that count fewer elements: MXNet divides by the count, not the window
+                                dict(kernel=(2, 2), stride=(2, 2), pooling_convention="full"),
+                                dict(kernel=(3, 3), pad=(1, 1), count_include_pad=False),
+                                dict(kernel=(3, 2), stride=(2, 3), pad=(1, 0), pooling_convention="full",
+                                     count_include_pad=False)])
 def test_rewrite_avg_pool(kw):
     g = _graph(mx.sym.Pooling(mx.sym.var("data"), pool_type="avg", name="pool", **kw), {"data": X.shape})
     out = P.rewrite_avg_pool(g)
