@@ -176,6 +176,16 @@ def _mx_kernel(node: Node, model, args: list, strict: bool):
     return ints
 
 
+def _override_value(model, name: str, value) -> np.ndarray:
+    """A value given for node `name`: float32 for a float node, else int32 holding the same integers."""
+    value = np.asarray(value)
+    if name in model.float_nodes:
+        return value.astype(np.float32, copy=False)
+    if value.dtype.kind == "f" and not (np.all(np.isfinite(value)) and np.array_equal(value, np.round(value))):
+        raise ModelError(f"the value given for integer node '{name}' holds non-integer values")
+    return value.astype(np.int32, copy=False)
+
+
 def quantize_inputs(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for name, scale in model.input_scales.items():
@@ -254,7 +264,8 @@ def run_int(model, feeds: dict[str, np.ndarray], keep="all", cache: dict | None 
             sources.add(node.name)
         else:
             needed.update(node.inputs)
-    run = (_NodeByNode if strict else _Fused)(model, needed, keep_set)
+    overrides = {n: _override_value(model, n, v) for n, v in overrides.items() if n in needed}
+    run = _NodeByNode(model, needed, keep_set) if strict else _Fused(model, needed, keep_set, int8=not overrides)
     result = {}
     for node in graph.nodes.values():
         if node.name not in needed:
@@ -330,9 +341,10 @@ class _Fused(_NodeByNode):
       with those), on the MXNet result and on 1/k of the data for the chain.
     - Weights become MXNet arrays once per model."""
 
-    def __init__(self, model, needed: set[str], keep: set[str]):
+    def __init__(self, model, needed: set[str], keep: set[str], int8: bool = True):
         super().__init__(model, needed, keep)
         self.borrowed: set[str] = set()
+        self.int8 = int8  # int8 convolutions rely on how their data was made: not with values given from outside
         _single_thread_blas()
 
     def put(self, name: str, value) -> None:
@@ -416,10 +428,10 @@ class _Fused(_NodeByNode):
             self.values[node.name] = _numpy_kernel(node, [self.get(i) for i in node.inputs])
         elif in_float:
             self.values[node.name] = self._mx(node).asnumpy()
-        elif not _takes_int8(model, node) or (chain := self._int8(node)) is None:
-            self.pending[node.name] = Chain(self._mx(node))  # raw MXNet result: converted when needed
+        elif self.int8 and _takes_int8(model, node):
+            self.pending[node.name] = self._int8(node)
         else:
-            self.pending[node.name] = chain
+            self.pending[node.name] = Chain(self._mx(node))  # raw MXNet result: converted when needed
         self.release(node)
 
     def _pool_first(self, node: Node) -> Chain | None:
@@ -465,14 +477,10 @@ class _Fused(_NodeByNode):
             value = np.array(value, dtype=dtype, order="C")  # a copy: from_numpy marks it read-only
         return mx.nd.from_numpy(value, zero_copy=True)  # 8x less overhead than mx.nd.array
 
-    def _int8(self, node: Node) -> Chain | None:
-        """The convolution as MXNet's int8 one (uint8 data); None when its data was given from outside (an
-        override) and lies outside [0, 127]."""
+    def _int8(self, node: Node) -> Chain:
+        """The convolution as MXNet's int8 one (uint8 data)."""
         import mxnet as mx
         data = node.inputs[0]
-        if data in self.borrowed and self.pending.get(data) is None:
-            if not 0 <= self.values[data].min() <= self.values[data].max() <= 127:
-                return None
         value, pad = self.take(data, mx_dtype="uint8", can_pad=not any(node.tuple_attr("pad", (0,))))
         if pad is not None:
             node = node.replace(attrs={**node.attrs, "pad": f"({pad[0]}, {pad[1]})"})

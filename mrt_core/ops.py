@@ -100,9 +100,15 @@ def activation(ctx, node):
 def clip(ctx, node):
     """clip(a_min, a_max) at the input's scale; its precision comes from the larger bound after scaling."""
     x = _input(ctx, node.inputs[0])
-    lo = float(qm.round_half_away(node.attr("a_min") * x.scale))
-    hi = float(qm.round_half_away(node.attr("a_max") * x.scale))
-    prec = min(x.precision, qm.precision_of(max(abs(lo), abs(hi))))
+    bound = qm.int_range(x.precision)
+    lo = float(qm.round_half_away(np.clip(node.attr("a_min") * x.scale, -2.0 ** 62, 2.0 ** 62)))
+    hi = float(qm.round_half_away(np.clip(node.attr("a_max") * x.scale, -2.0 ** 62, 2.0 ** 62)))
+    # what the clip can output for x in [-bound, bound]: a bound above the input's range raises values to it
+    out_lo, out_hi = min(max(-bound, lo), hi), min(max(bound, lo), hi)
+    prec = qm.precision_of(max(abs(out_lo), abs(out_hi)))
+    # the same clip of those values with bounds brought within them, so that an int32 holds the bounds too
+    lo = max(lo, -bound)
+    hi = min(hi, max(bound, lo))
     return QTensor(ctx.emit(node.name, "clip", [x.name], prec, a_min=lo, a_max=hi), x.scale, prec)
 
 
@@ -110,6 +116,9 @@ def clip(ctx, node):
 def pooling(ctx, node):
     kind = node.attr("pool_type", "max")
     if kind == "max":
+        if _empty_window(node, ctx.shapes[node.inputs[0]][2:], ctx.shapes[node.name][2:]):
+            raise QuantizeError(f"{node.describe()}: a max window lies wholly outside the input (pooling_convention "
+                                f"'full' with stride > kernel); MXNet fills it with -3.4e38, which no integer holds")
         return _same_scale(ctx, node, "Pooling", node.attrs)
     if kind == "sum":
         x = _symmetric_input(ctx, node.inputs[0])
@@ -121,6 +130,15 @@ def pooling(ctx, node):
         return QTensor(ctx.emit(node.name, "Pooling", [x.name], prec, **node.attrs), x.scale, prec)
     raise QuantizeError(f"{node.describe()}: pool_type '{kind}' has no integer rule (avg is rewritten to sum "
                         f"by the prepare passes)")
+
+
+def _empty_window(node: Node, in_size, out_size) -> bool:
+    if node.attr("global_pool", False):
+        return False
+    kernel = node.tuple_attr("kernel")
+    stride = node.tuple_attr("stride") or (1,) * len(kernel)
+    pad = node.tuple_attr("pad") or (0,) * len(kernel)
+    return any((o - 1) * s - p >= n or k <= p for n, k, s, p, o in zip(in_size, kernel, stride, pad, out_size))
 
 
 # ---- quantize_scale: inputs brought to one scale (adds, Concat)
@@ -261,6 +279,10 @@ def linear(ctx, node):
     groups = int(node.attr("num_group", 1)) if node.op == "Convolution" else 1
     ndim = len(ctx.shapes[node.name])
     ctx.extra = {"weight_scale": None}
+    if node.op == "FullyConnected" and ndim > 2 and cfg.granularity != "layer-wise":
+        ctx.node_config(node.name, "granularity")
+        raise QuantizeError(f"{node.describe()}: granularity '{cfg.granularity}' needs the channels on axis 1; "
+                            f"a FullyConnected with flatten=False has them last (use layer-wise)")
     if cfg.granularity == "channel-wise":
         ctx.node_config(node.name, "granularity")
         return _channel_split(ctx, node, w, attrs, groups, cfg.step)

@@ -102,7 +102,11 @@ def separate_bias(graph: Graph) -> Graph:
         if bias not in b.params:
             raise ModelError(f"{node.describe()}: bias '{bias}' must be a param")
         core = b.add(node.replace(inputs=node.inputs[:2], attrs={**node.attrs, "no_bias": "True"}))
-        bshape = _channel_shape(len(shapes[node.name]), b.params[bias].size)
+        ndim, size = len(shapes[node.name]), b.params[bias].size
+        if node.op == "FullyConnected" and ndim > 2:  # flatten=False: the outputs are the last axis
+            bshape = (1,) * (ndim - 1) + (size,)
+        else:
+            bshape = _channel_shape(ndim, size)
         bname = b.param(f"{node.name}_bias", b.params[bias].reshape(bshape), origin=bias)
         return b.op(f"{node.name}_bias_add", "broadcast_add", [core, bname])
     return rewrite(graph, rule)

@@ -405,3 +405,66 @@ def test_a_global_pool_of_a_3d_value_runs_in_mxnet_and_gives_the_reference():
     got = run_int(model, {"data": x}, keep="all")
     assert all(np.array_equal(got[n], ref[n]) for n in ref)
     assert ref[model.graph.outputs[0]].shape == (5, 4, 1)
+
+
+def _quantized(sym, shape, params=None, cfg=None, seed=0, low=-1.0, high=1.0):
+    import mxnet as mx  # noqa: F401
+
+    from mrt_core.calibrate import calibrate
+    from mrt_core.mxnet_io import graph_from_json
+    from mrt_core.prepare import prepare
+    from mrt_core.quantize import quantize
+    rng = np.random.RandomState(seed)
+    shapes = dict(zip(sym.list_arguments(), sym.infer_shape(data=shape)[0]))
+    params = params or {k: rng.randn(*v).astype(np.float32) for k, v in shapes.items() if k != "data"}
+    g = graph_from_json(sym.tojson(), params)
+    g.input_shapes = {"data": (-1,) + shape[1:]}
+    g = prepare(g)
+    x = rng.uniform(low, high, shape).astype(np.float32)
+    return quantize(g, calibrate(g, x, shape[0], 1), cfg or QuantConfig()), x, g
+
+
+def test_clips_whose_bounds_lie_outside_the_input_range_keep_exact_values_and_precisions():
+    import mxnet as mx
+    d = mx.sym.var("data")
+    conv = mx.sym.Convolution(d, kernel=(1, 1), num_filter=8, no_bias=True, name="c")
+    for lo, hi in ((2.0, 3.0), (-1e9, 0.5), (0.0, 1e30)):  # above the range, far below, far above
+        out = mx.sym.clip(mx.sym.relu(conv, name="r") if lo > 0 else conv, lo, hi, name="cl")
+        model, x, g = _quantized(out, (4, 3, 5, 5))
+        node = model.graph.nodes[model.values["cl"].name]
+        assert abs(float(node.attr("a_min"))) < 2 ** 31 and abs(float(node.attr("a_max"))) < 2 ** 31
+        ref = run_int(model, {"data": x}, keep="all", strict=True)  # the checker runs on every value here
+        got = run_int(model, {"data": x}, keep="all")
+        assert all(got[n].dtype == ref[n].dtype and np.array_equal(got[n], ref[n]) for n in ref), (lo, hi)
+        from mrt_core.float_exec import run_float
+        want = run_float(g, {"data": x})[g.outputs[0]].asnumpy()
+        deq = ref[node.name] / model.values["cl"].scale
+        assert np.allclose(deq, want, atol=0.05 * max(np.abs(want).max(), 1e-3)), (lo, hi)
+
+
+def test_values_given_from_outside_are_int32_and_must_be_integers():
+    from mrt_core.errors import ModelError
+    session, run = Session.from_ini(sample_ini("lenet"))
+    model = session.quantize(run.quant_config)
+    x = session.dataset.x_test[:2]
+    ref = run_int(model, {session.input_name: x}, keep="all", strict=True)
+    mid = next(n for n in model.graph.nodes if n.endswith("requant.shift"))
+    given = {n: ref[n] for n in model.graph.nodes if model.graph.nodes[n].op != "null" and n != mid
+             and n not in model.graph.descendants(mid)}
+    out = model.graph.outputs[0]
+    for as_type in (np.int64, np.float64):
+        for strict in (True, False):
+            got = run_int(model, {}, keep=[out], overrides={**given, mid: ref[mid].astype(as_type)}, strict=strict)
+            assert got[out].dtype == np.int32 and np.array_equal(got[out], ref[out])
+    with pytest.raises(ModelError, match=mid.replace(".", r"\.")):
+        run_int(model, {}, keep=[out], overrides={**given, mid: ref[mid] + 0.5})
+
+
+def test_a_max_pool_with_windows_outside_the_input_is_a_named_error():
+    import mxnet as mx
+
+    from mrt_core.errors import QuantizeError
+    out = mx.sym.Pooling(mx.sym.var("data"), kernel=(1, 1), stride=(3, 3), pool_type="max",
+                         pooling_convention="full", name="p")
+    with pytest.raises(QuantizeError, match="'p'.*wholly outside"):
+        _quantized(out, (2, 3, 5, 5))

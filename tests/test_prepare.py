@@ -119,3 +119,26 @@ def test_prepare_samples_keeps_outputs(name):
     ya = run_float(g, {"data": x})[g.outputs[0]].asnumpy()
     yb = run_float(out, {"data": x})[out.outputs[0]].asnumpy()
     np.testing.assert_allclose(yb, ya, rtol=1e-5, atol=1e-4 * np.abs(ya).max())
+
+
+def test_separate_bias_of_a_dense_layer_that_keeps_its_axes():
+    """FullyConnected(flatten=False) applies to the last axis, and so does its bias."""
+    sym = mx.sym.FullyConnected(mx.sym.var("data"), num_hidden=5, flatten=False, name="fc")
+    g = _graph(sym, {"data": (2, 3, 7)})
+    out = P.separate_bias(g)
+    assert _ops(out) == ["FullyConnected", "broadcast_add"]
+    _same_outputs(g, out, np.random.RandomState(3).randn(2, 3, 7).astype(np.float32))
+
+
+def test_channel_granularity_on_a_dense_layer_that_keeps_its_axes_is_a_named_error():
+    from mrt_core.calibrate import calibrate
+    from mrt_core.errors import QuantizeError
+    from mrt_core.qconfig import QuantConfig
+    from mrt_core.quantize import quantize
+    g = P.prepare(_graph(mx.sym.FullyConnected(mx.sym.var("data"), num_hidden=5, flatten=False, name="fc"),
+                         {"data": (2, 3, 7)}))
+    x = np.random.RandomState(3).randn(2, 3, 7).astype(np.float32)
+    feats = calibrate(g, x, 2, 1)
+    assert quantize(g, feats).max_precision <= 32  # layer-wise works
+    with pytest.raises(QuantizeError, match="'fc'.*output-channel-wise.*layer-wise"):
+        quantize(g, feats, QuantConfig().with_node("fc", granularity="output-channel-wise"))
