@@ -339,6 +339,8 @@ class _Fused(_NodeByNode):
     - MXNet results stay MXNet arrays until numpy needs them, so MXNet op after MXNet op stays in MXNet's
       own layout; a max pool reading a chain of non-decreasing steps runs before them (max commutes
       with those), on the MXNet result and on 1/k of the data for the chain.
+    - A Convolution whose data is non-negative by construction and at most 8 bits runs as MXNet's int8
+      convolution (_takes_int8); max and sum pools run in integer kernels; FullyConnected in numpy's BLAS.
     - Weights become MXNet arrays once per model."""
 
     def __init__(self, model, needed: set[str], keep: set[str], int8: bool = True):
