@@ -142,7 +142,8 @@ def separate_pad(graph: Graph) -> Graph:
 
 
 def rewrite_avg_pool(graph: Graph) -> Graph:
-    """Average pooling (windowed or global) -> sum pooling times the constant 1/window."""
+    """Average pooling (windowed or global) -> sum pooling times 1/window, or times 1/count per output position
+    where windows cut by the edge count fewer elements (MXNet divides by that count)."""
     shapes = infer_shapes(graph)
 
     def rule(node: Node, b: GraphBuilder):
