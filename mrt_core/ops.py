@@ -135,9 +135,7 @@ def pooling(ctx, node):
 def _empty_window(node: Node, in_size, out_size) -> bool:
     if node.attr("global_pool", False):
         return False
-    kernel = node.tuple_attr("kernel")
-    stride = node.tuple_attr("stride") or (1,) * len(kernel)
-    pad = node.tuple_attr("pad") or (0,) * len(kernel)
+    kernel, stride, pad = node.window()
     return any((o - 1) * s - p >= n or k <= p for n, k, s, p, o in zip(in_size, kernel, stride, pad, out_size))
 
 

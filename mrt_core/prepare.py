@@ -171,9 +171,7 @@ def _avg_pool_counts(node: Node, in_size, out_size) -> np.ndarray:
     """How many elements MXNet's average pooling divides each output by: the window cut to the padded
     input (a "full" convention's last window can overhang it), and to the input itself when padding does
     not count (count_include_pad=False)."""
-    kernel = node.tuple_attr("kernel")
-    stride = node.tuple_attr("stride") or (1,) * len(kernel)
-    pad = node.tuple_attr("pad") or (0,) * len(kernel)
+    kernel, stride, pad = node.window()
     include_pad = node.attr("count_include_pad", True) is not False
     per_axis = []
     for n, k, s, p, o in zip(in_size, kernel, stride, pad, out_size):
